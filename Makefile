@@ -1,0 +1,52 @@
+# lesion-course: two commands.
+#   make course   create .venv, install, execute every notebook in order into build/notebooks/
+#   make test     create the same .venv and run every test (unit tests and the notebooks)
+# Settings come from the LESIONLIB_* variables (see lesionlib/settings.py), e.g.
+#   LESIONLIB_DATA_SOURCE=../shared/data/ham10000 make course
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]-*.ipynb))
+HOME_DIR := $(abspath $(or $(LESIONLIB_HOME),.))
+BUILD := $(HOME_DIR)/build
+SHARED := $(abspath ../shared)
+TEST_HOME := $(abspath build/test-runs)
+
+.PHONY: course test clean
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "lesion-course needs Python 3.11; found " + sys.version.split()[0] + " at " + sys.executable + ". Run: make PYTHON=/path/to/python3.11 ...")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+course: $(VENV)/.installed
+	@mkdir -p $(BUILD)/notebooks
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb"; \
+	  LESIONLIB_HOME=$(HOME_DIR) $(BIN)/jupyter nbconvert --to notebook --execute \
+	    --ExecutePreprocessor.timeout=7200 --output-dir $(BUILD)/notebooks $$nb || exit 1; \
+	  $(BIN)/jupyter nbconvert --to html --output-dir $(BUILD)/notebooks \
+	    $(BUILD)/notebooks/$$(basename $$nb) || exit 1; \
+	done
+	@echo "Executed notebooks, HTML and figures are in $(BUILD)/"
+
+# The notebooks run three times: on synthetic images (smoke profile, always), then on the
+# real data in ../shared/ when it is there (HAM10000, and the CC0 ISIC Archive sample).
+test: $(VENV)/.installed
+	rm -rf $(TEST_HOME)
+	env LESIONLIB_PROFILE=smoke LESIONLIB_DATA_SOURCE= LESIONLIB_BACKBONE= \
+	  LESIONLIB_HOME=$(TEST_HOME)/smoke $(BIN)/pytest
+	@if [ -d $(SHARED)/data/ham10000 ]; then \
+	  for source in ham10000 isic-cc0-sample; do \
+	    echo "== notebooks on real data: $$source"; \
+	    env LESIONLIB_PROFILE=workshop LESIONLIB_DATA_SOURCE=$(SHARED)/data/$$source \
+	      LESIONLIB_BACKBONE=$(SHARED)/weights/tfhub/mobilenet_v2_100_224_feature_vector \
+	      LESIONLIB_HOME=$(TEST_HOME)/$$source $(BIN)/pytest notebooks || exit 1; \
+	  done; \
+	else echo "== no $(SHARED): notebooks ran on synthetic data only"; fi
+
+clean:
+	rm -rf $(VENV) build

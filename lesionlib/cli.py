@@ -1,0 +1,56 @@
+"""The ``lesionlib`` command: the notebooks' steps, for a terminal or a script.
+
+    lesionlib settings     print the settings in force (from the LESIONLIB_* variables)
+    lesionlib data         collect the images and build data/manifest.csv (notebook 01)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import DISCLAIMER, __version__
+from .dataset import ManifestError, prepare
+from .isic_archive import ArchiveError
+from .settings import SettingsError, load_settings
+from .sources import SourceError
+
+
+def _settings(_: argparse.Namespace) -> int:
+    for key, value in load_settings().as_table().items():
+        print(f"{key:>17}: {value}")
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    result = prepare(settings, progress=not args.quiet)
+    counts = result.manifest["label"].value_counts()
+    print(f"{len(result.manifest)} images from {result.source} ({result.layout}): "
+          + ", ".join(f"{label} {count}" for label, count in counts.items()))
+    print(f"manifest: {settings.manifest_path}")
+    if len(result.rejected):
+        print(f"{len(result.rejected)} files left out, listed in {settings.rejected_path}:")
+        print(result.rejected.groupby("reason").size().to_string())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lesionlib", description=__doc__.splitlines()[0],
+                                     epilog=DISCLAIMER)
+    parser.add_argument("--version", action="version", version=f"lesionlib {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("settings", help="print the settings in force").set_defaults(run=_settings)
+    data = commands.add_parser("data", help="collect the images and build the manifest")
+    data.add_argument("--quiet", action="store_true", help="no progress bars")
+    data.set_defaults(run=_data)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (SettingsError, SourceError, ManifestError, ArchiveError) as error:
+        print(f"lesionlib: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Every path and choice of the course, resolved in one place from environment variables.
+
+Notebooks, the command line and the tests all call :func:`load_settings`, so they agree.
+
+=========================  ================================================================
+variable                   meaning
+=========================  ================================================================
+``LESIONLIB_PROFILE``      ``smoke`` | ``workshop`` (default) | ``full``
+``LESIONLIB_DATA_SOURCE``  ``isic-archive`` (download), ``synthetic``, or a local folder
+``LESIONLIB_BACKBONE``     a registry name, a TF Hub / Kaggle handle or a local model folder
+``LESIONLIB_HOME``         where ``data/`` and ``build/`` go (default: the repository root)
+``LESIONLIB_ISIC_API``     base URL of the ISIC Archive API v2 (tests point it at loopback)
+=========================  ================================================================
+
+Relative paths in these variables are taken relative to ``LESIONLIB_HOME``, so a notebook
+(whose working directory is ``notebooks/``) and ``make`` (run at the root) read them alike.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+PROFILES = ("smoke", "workshop", "full")
+ISIC_ARCHIVE = "isic-archive"
+SYNTHETIC = "synthetic"
+DEFAULT_ISIC_API = "https://api.isic-archive.com/api/v2/"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a profile chooses when the environment does not say otherwise."""
+
+    name: str
+    data_source: str
+    per_class_limit: int | None  # None: every image the source has
+    backbone: str
+    isic_file: str  # which file of each ISIC image to download: "thumbnail_256" or "full"
+    purpose: str
+
+
+# The sizes follow the original TensorFlow for Poets project: up to 500 images per class
+# with MobileNet for a laptop workshop, every image with Inception V3 for the full run.
+# 256-pixel thumbnails are enough for a 224-pixel network and are ~50x smaller to download.
+PROFILE_TABLE: dict[str, Profile] = {
+    "smoke": Profile("smoke", SYNTHETIC, 40, "tiny", "thumbnail_256",
+                     "synthetic images and a tiny stand-in network: tests the mechanics offline"),
+    "workshop": Profile("workshop", ISIC_ARCHIVE, 500, "mobilenet_v2_100_224", "thumbnail_256",
+                        "real ISIC images, up to 500 per class, MobileNet V2: a laptop CPU"),
+    "full": Profile("full", ISIC_ARCHIVE, None, "inception_v3", "full",
+                    "every available image, Inception V3 at 299 pixels: hours on a CPU"),
+}
+
+
+class SettingsError(ValueError):
+    """A setting has a value the course cannot use; the message names the variable and the fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved settings of one run. Build it with :func:`load_settings`."""
+
+    profile: str
+    home: Path
+    data_source: str | Path  # ISIC_ARCHIVE, SYNTHETIC or an existing folder
+    backbone: str
+    per_class_limit: int | None
+    isic_api: str
+    isic_file: str
+    seed: int = 42
+    # Larger images are refused as decompression bombs: Pillow's own limit (89.5 megapixels),
+    # far above any dermoscope's output.
+    max_image_pixels: int = 89_478_485
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def downloads_dir(self) -> Path:
+        """Where raw ISIC downloads and the synthetic images are kept between runs."""
+        return self.data_dir / "downloads"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.data_dir / "manifest.csv"
+
+    @property
+    def rejected_path(self) -> Path:
+        return self.data_dir / "rejected.csv"
+
+    @property
+    def dataset_info_path(self) -> Path:
+        return self.data_dir / "dataset.json"
+
+    @property
+    def train_dir(self) -> Path:
+        """The original project's layout: ``train/<class>/<image>.jpg``."""
+        return self.data_dir / "train"
+
+    @property
+    def build_dir(self) -> Path:
+        return self.home / "build"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.build_dir / "figures"
+
+    @property
+    def source_name(self) -> str:
+        """A short name of the data source for tables and file names."""
+        return self.data_source.name if isinstance(self.data_source, Path) else self.data_source
+
+    def as_table(self) -> dict[str, str]:
+        """The settings a learner should see at the top of a notebook."""
+        limit = "all" if self.per_class_limit is None else str(self.per_class_limit)
+        return {
+            "profile": f"{self.profile} ({PROFILE_TABLE[self.profile].purpose})",
+            "data source": str(self.data_source),
+            "images per class": limit,
+            "backbone": self.backbone,
+            "home": str(self.home),
+        }
+
+
+def default_home() -> Path:
+    """The repository root when lesionlib runs from a checkout, else the working directory."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() else Path.cwd()
+
+
+def _resolve(value: str, home: Path) -> Path:
+    path = Path(value).expanduser()
+    return (path if path.is_absolute() else home / path).resolve()
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Resolve the settings from ``env`` (default: ``os.environ``); pure apart from path checks."""
+    env = os.environ if env is None else env
+    profile_name = env.get("LESIONLIB_PROFILE", "workshop").strip().lower() or "workshop"
+    if profile_name not in PROFILE_TABLE:
+        raise SettingsError(
+            f"LESIONLIB_PROFILE={profile_name!r} is not a profile; use one of {', '.join(PROFILES)}."
+        )
+    profile = PROFILE_TABLE[profile_name]
+    home_value = env.get("LESIONLIB_HOME", "").strip()
+    home = Path(home_value).expanduser().resolve() if home_value else default_home()
+
+    source_value = env.get("LESIONLIB_DATA_SOURCE", "").strip() or profile.data_source
+    data_source: str | Path
+    if source_value in (ISIC_ARCHIVE, SYNTHETIC):
+        data_source = source_value
+    else:
+        data_source = _resolve(source_value, home)
+        if not data_source.is_dir():
+            raise SettingsError(
+                f"LESIONLIB_DATA_SOURCE={source_value!r}: no folder at {data_source}. "
+                f"Give an existing folder (relative paths start at {home}), "
+                f"'{ISIC_ARCHIVE}' to download, or '{SYNTHETIC}' for generated images."
+            )
+
+    backbone = env.get("LESIONLIB_BACKBONE", "").strip() or profile.backbone
+    if _resolve(backbone, home).is_dir():  # a local model folder; handles and names stay as given
+        backbone = str(_resolve(backbone, home))
+    return Settings(
+        profile=profile_name,
+        home=home,
+        data_source=data_source,
+        backbone=backbone,
+        per_class_limit=profile.per_class_limit,
+        isic_api=env.get("LESIONLIB_ISIC_API", "").strip() or DEFAULT_ISIC_API,
+        isic_file=profile.isic_file,
+    )

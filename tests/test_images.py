@@ -1,0 +1,103 @@
+"""Checking and converting single images: every odd file is either converted or refused."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lesionlib import images
+
+# A picture with an unmistakable orientation: red top-left quadrant, green elsewhere.
+_PIXELS = np.zeros((60, 80, 3), dtype=np.uint8)
+_PIXELS[...] = (0, 200, 0)
+_PIXELS[:30, :40] = (220, 0, 0)
+
+
+def _write(path: Path, image: Image.Image, fmt: str, **options) -> Path:
+    image.save(path, fmt, **options)
+    return path
+
+
+def _reference() -> Image.Image:
+    return Image.fromarray(_PIXELS, "RGB")
+
+
+def test_plain_rgb_jpeg_needs_no_conversion(tmp_path):
+    path = _write(tmp_path / "a.jpg", _reference(), "JPEG", quality=95)
+    checked = images.inspect_image(path)
+    assert isinstance(checked, images.Checked)
+    assert (checked.width, checked.height, checked.needs_conversion) == (80, 60, False)
+    assert checked.sha256 == images.sha256_of(path)
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "CMYK", "RGBA", "LA", "I;16"])
+def test_other_modes_become_rgb(tmp_path, mode):
+    reference = _reference()
+    if mode == "I;16":
+        gray = np.asarray(reference.convert("L"), dtype=np.uint16) * 257
+        image, fmt = Image.fromarray(gray), "PNG"
+    else:
+        image = reference.convert(mode)
+        fmt = "JPEG" if mode == "CMYK" else "PNG"
+    path = _write(tmp_path / f"image.{fmt.lower()}", image, fmt)
+    checked = images.inspect_image(path)
+    assert isinstance(checked, images.Checked) and checked.needs_conversion
+    rgb = images.load_rgb(path)
+    assert rgb.mode == "RGB" and rgb.size == (80, 60)
+    expected = np.asarray(reference.convert("L") if mode in ("L", "LA", "I;16") else reference,
+                          dtype=np.int16)
+    got = np.asarray(rgb.convert("L") if mode in ("L", "LA", "I;16") else rgb, dtype=np.int16)
+    assert np.abs(got - expected).mean() < 12  # the same picture, not a black or clipped one
+
+
+def test_transparent_pixels_become_white(tmp_path):
+    rgba = np.zeros((10, 10, 4), dtype=np.uint8)  # fully transparent black
+    path = _write(tmp_path / "clear.png", Image.fromarray(rgba, "RGBA"), "PNG")
+    assert np.asarray(images.load_rgb(path)).min() == 255
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    stored = _reference().transpose(Image.Transpose.ROTATE_270)  # 60 wide, 80 high on disk
+    exif = Image.Exif()
+    exif[0x0112] = 8  # "turn 90 degrees counter-clockwise to view"
+    path = _write(tmp_path / "rotated.jpg", stored, "JPEG", exif=exif, quality=95)
+    checked = images.inspect_image(path)
+    assert checked.needs_conversion and (checked.width, checked.height) == (80, 60)
+    upright = np.asarray(images.load_rgb(path))
+    assert upright.shape == (60, 80, 3)
+    assert upright[5, 5, 0] > 150 and upright[55, 75, 1] > 150  # red top-left, green elsewhere
+
+
+def _jpeg_bytes() -> bytes:
+    buffer = io.BytesIO()
+    _reference().save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("name", "data", "reason"), [
+    ("empty.jpg", b"", images.EMPTY),
+    ("notes.jpg", b"just some text\n", images.NOT_AN_IMAGE),
+    ("cut.jpg", _jpeg_bytes()[:300], images.TRUNCATED),
+])
+def test_bad_files_are_refused_with_a_reason(tmp_path, name, data, reason):
+    path = tmp_path / name
+    path.write_bytes(data)
+    result = images.inspect_image(path)
+    assert isinstance(result, images.Rejected)
+    assert result.reason == reason and result.path == path
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    path = _write(tmp_path / "bomb.png", Image.new("1", (8_000, 8_000)), "PNG")
+    assert path.stat().st_size < 100_000
+    result = images.inspect_image(path, max_pixels=50_000_000)
+    assert isinstance(result, images.Rejected) and result.reason == images.TOO_LARGE
+
+
+def test_a_folder_is_an_unreadable_file(tmp_path):
+    result = images.inspect_image(tmp_path)
+    assert isinstance(result, images.Rejected) and result.reason == images.UNREADABLE

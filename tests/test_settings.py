@@ -1,0 +1,62 @@
+"""Settings: one place, environment variables, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lesionlib.settings import ISIC_ARCHIVE, SYNTHETIC, SettingsError, load_settings
+
+
+def test_defaults_are_the_workshop_profile(tmp_path):
+    settings = load_settings({"LESIONLIB_HOME": str(tmp_path)})
+    assert settings.profile == "workshop"
+    assert settings.data_source == ISIC_ARCHIVE
+    assert settings.per_class_limit == 500
+    assert settings.backbone == "mobilenet_v2_100_224"
+    assert settings.manifest_path == tmp_path / "data" / "manifest.csv"
+    assert settings.train_dir == tmp_path / "data" / "train"
+    assert settings.figures_dir == tmp_path / "build" / "figures"
+
+
+def test_profiles_choose_source_size_and_backbone(tmp_path):
+    smoke = load_settings({"LESIONLIB_HOME": str(tmp_path), "LESIONLIB_PROFILE": "smoke"})
+    full = load_settings({"LESIONLIB_HOME": str(tmp_path), "LESIONLIB_PROFILE": "FULL"})
+    assert (smoke.data_source, smoke.backbone) == (SYNTHETIC, "tiny")
+    assert (full.per_class_limit, full.backbone, full.isic_file) == (None, "inception_v3", "full")
+
+
+def test_relative_paths_start_at_home(tmp_path):
+    (tmp_path / "elsewhere" / "images").mkdir(parents=True)
+    (tmp_path / "home").mkdir()
+    settings = load_settings({"LESIONLIB_HOME": str(tmp_path / "home"),
+                              "LESIONLIB_DATA_SOURCE": "../elsewhere/images",
+                              "LESIONLIB_BACKBONE": "../elsewhere"})
+    assert settings.data_source == tmp_path / "elsewhere" / "images"
+    assert settings.backbone == str(tmp_path / "elsewhere")
+    assert settings.source_name == "images"
+
+
+def test_a_handle_backbone_is_kept_as_given(tmp_path):
+    handle = "https://tfhub.dev/google/imagenet/mobilenet_v3_small_100_224/feature_vector/5"
+    settings = load_settings({"LESIONLIB_HOME": str(tmp_path), "LESIONLIB_BACKBONE": handle})
+    assert settings.backbone == handle
+
+
+def test_unknown_profile_names_the_choices(tmp_path):
+    with pytest.raises(SettingsError, match="smoke, workshop, full"):
+        load_settings({"LESIONLIB_HOME": str(tmp_path), "LESIONLIB_PROFILE": "huge"})
+
+
+def test_missing_data_folder_names_the_path_and_the_fix(tmp_path):
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"LESIONLIB_HOME": str(tmp_path), "LESIONLIB_DATA_SOURCE": "nowhere"})
+    assert str(tmp_path / "nowhere") in str(raised.value)
+    assert "isic-archive" in str(raised.value)
+
+
+def test_default_home_is_the_checkout(monkeypatch):
+    settings = load_settings({})
+    assert (settings.home / "pyproject.toml").is_file()
+    assert settings.home == Path(__file__).resolve().parent.parent
