@@ -9,11 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import DISCLAIMER, __version__
-from .dataset import ManifestError, prepare
-from .isic_archive import ArchiveError
-from .settings import SettingsError, load_settings
-from .sources import SourceError
+from . import DISCLAIMER, LesionlibError, __version__
+from .dataset import prepare
+from .settings import load_settings
 
 
 def _settings(_: argparse.Namespace) -> int:
@@ -47,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (SettingsError, SourceError, ManifestError, ArchiveError) as error:
+    except LesionlibError as error:
         print(f"lesionlib: {error}", file=sys.stderr)
         return 2
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import fsutil, images, isic_archive, sources, synthetic
+from . import LesionlibError, fsutil, images, isic_archive, sources, synthetic
 from .settings import ISIC_ARCHIVE, SYNTHETIC, Settings
 from .taxonomy import CLASSES
 
@@ -33,7 +33,7 @@ NO_CLASS = "diagnosis outside the three classes"
 MISSING = "missing file"
 
 
-class ManifestError(RuntimeError):
+class ManifestError(LesionlibError):
     """The manifest is missing or was built for other settings; the message says what to run."""
 
 
@@ -216,3 +216,9 @@ def load_manifest(settings: Settings) -> pd.DataFrame:
                            "patient_id": "string", "image_id": "string", "sex": "string",
                            "site": "string", "diagnosis": "string", "sha256": "string"})
     return _with_absolute_paths(manifest, settings)
+
+
+def load_rejected(settings: Settings) -> pd.DataFrame:
+    """The files notebook 01 left out, with the reason (written beside the manifest)."""
+    load_manifest(settings)  # the same checks: built, and for these settings
+    return pd.read_csv(settings.rejected_path, dtype=str, keep_default_na=False)

@@ -37,7 +37,7 @@ from requests.adapters import HTTPAdapter
 from tqdm.auto import tqdm
 from urllib3.util.retry import Retry
 
-from . import fsutil
+from . import LesionlibError, fsutil
 from .taxonomy import CLASSES
 
 REACH_DEADLINE = 10.0  # seconds for the first contact; the lesson promises a message within 15
@@ -47,7 +47,7 @@ PAGE_SIZE = 100
 WORKERS = 8  # downloads are latency-bound, so a few run at once
 
 
-class ArchiveError(RuntimeError):
+class ArchiveError(LesionlibError):
     """The archive answered, but not with what the course needs."""
 
 

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import LesionlibError
+
 PROFILES = ("smoke", "workshop", "full")
 ISIC_ARCHIVE = "isic-archive"
 SYNTHETIC = "synthetic"
@@ -54,7 +56,7 @@ PROFILE_TABLE: dict[str, Profile] = {
 }
 
 
-class SettingsError(ValueError):
+class SettingsError(LesionlibError, ValueError):
     """A setting has a value the course cannot use; the message names the variable and the fix."""
 
 

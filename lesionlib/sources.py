@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import LesionlibError
 from .taxonomy import class_of_diagnosis_1, class_of_term
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -27,7 +28,7 @@ COLUMNS = ["image_id", "source_path", "label", "diagnosis", "lesion_id", "patien
            "age", "sex", "site", "license", "attribution"]
 
 
-class SourceError(ValueError):
+class SourceError(LesionlibError, ValueError):
     """A folder is not a dataset the importers recognise, or its metadata is unusable."""
 
 
