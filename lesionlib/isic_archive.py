@@ -240,13 +240,14 @@ def download_classes(api: str, folder: Path, per_class: int, classes: Iterable[s
     """
     folder = Path(folder) / file_kind
     folder.mkdir(parents=True, exist_ok=True)
+    cache = folder if any(folder.glob("ISIC_*")) else None  # named in an offline message
     session = make_session()
     checked = False
     records: list[dict] = []
     for label in classes:
         state = folder / f"search-{label}.json"
         if not checked and not state.is_file():
-            check_reachable(api, cache=folder)
+            check_reachable(api, cache=cache)
             checked = True
         records += _search_cached(session, api, folder, label, per_class)
 
@@ -254,7 +255,7 @@ def download_classes(api: str, folder: Path, per_class: int, classes: Iterable[s
     missing = [(url, size, folder / name) for _, url, size, name in wanted
                if not (folder / name).is_file()]
     if missing and not checked:
-        check_reachable(api, cache=folder)
+        check_reachable(api, cache=cache)
     failures: list[str] = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS) as pool:
         futures = [pool.submit(download_file, session, url, target, size)
