@@ -37,10 +37,10 @@ from requests.adapters import HTTPAdapter
 from tqdm.auto import tqdm
 from urllib3.util.retry import Retry
 
-from . import LesionlibError, fsutil
+from . import LesionlibError, fsutil, net
 from .taxonomy import CLASSES
 
-REACH_DEADLINE = 10.0  # seconds for the first contact; the lesson promises a message within 15
+REACH_DEADLINE = net.DEADLINE  # seconds for the first contact
 TIMEOUT = (5.0, 30.0)  # connect and read timeouts of every later request
 ATTEMPTS = 5  # per file, each resuming where the last one stopped
 PAGE_SIZE = 100
@@ -87,27 +87,9 @@ def make_session() -> requests.Session:
 
 def check_reachable(api: str, deadline: float = REACH_DEADLINE, cache: Path | None = None) -> None:
     """Raise :class:`ArchiveUnreachable` unless the archive answers a search within ``deadline``."""
-    url = urljoin(api, "images/search/?limit=1")
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    future = pool.submit(requests.get, url, timeout=(min(5.0, deadline), deadline))
-    try:  # the thread bounds even a name lookup that hangs, which requests' timeout does not
-        response = future.result(timeout=deadline)
-    except concurrent.futures.TimeoutError:
-        raise ArchiveUnreachable(api, f"no answer within {deadline:.0f} s", cache) from None
-    except requests.RequestException as error:
-        raise ArchiveUnreachable(api, _short_reason(error), cache) from None
-    finally:
-        pool.shutdown(wait=False)
-    if not response.ok:
-        raise ArchiveUnreachable(api, f"HTTP {response.status_code} from {url}", cache)
-
-
-def _short_reason(error: Exception) -> str:
-    text = str(error)
-    for marker in ("Failed to resolve", "Connection refused", "timed out", "Network is unreachable"):
-        if marker in text:
-            return marker.lower()
-    return type(error).__name__
+    reason = net.probe(urljoin(api, "images/search/?limit=1"), deadline)
+    if reason:
+        raise ArchiveUnreachable(api, reason, cache)
 
 
 def search(session: requests.Session, api: str, query: str, limit: int) -> list[dict]:

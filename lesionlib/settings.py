@@ -103,6 +103,24 @@ class Settings:
         return self.data_dir / "train"
 
     @property
+    def cache_dir(self) -> Path:
+        """Downloaded networks and computed bottlenecks: safe to delete, slow to rebuild."""
+        return self.data_dir / "cache"
+
+    @property
+    def tfhub_cache_dir(self) -> Path:
+        return self.cache_dir / "tfhub"
+
+    @property
+    def bottleneck_dir(self) -> Path:
+        return self.cache_dir / "bottlenecks"
+
+    @property
+    def head_dir(self) -> Path:
+        """The trained classifier head, its labels, settings and history (notebook 03)."""
+        return self.build_dir / "head"
+
+    @property
     def build_dir(self) -> Path:
         return self.home / "build"
 

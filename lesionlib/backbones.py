@@ -1,0 +1,169 @@
+"""Feature extractors ("backbones"): frozen ImageNet networks that turn an image into a vector.
+
+``LESIONLIB_BACKBONE`` names one of three things:
+
+* a name in :data:`REGISTRY` (``mobilenet_v2_100_224``, ``inception_v3``, ...), fetched from TF Hub;
+* any TF Hub or Kaggle model handle (an ``https://`` URL) of a TF2 feature-vector SavedModel;
+* a local folder holding such a SavedModel, e.g. ``../shared/weights/tfhub/...``.
+
+Every backbone is loaded with ``tensorflow_hub.load``, which returns a plain callable. The
+course never uses ``hub.KerasLayer``: under Keras 3 (TensorFlow 2.21's default) it fails with
+"Only instances of keras.Layer can be added to a Sequential model" unless the legacy
+``tf-keras`` is switched on. Feature extraction needs no Keras layer at all.
+
+Downloads go to ``data/cache/tfhub/`` (``TFHUB_CACHE_DIR`` is set to it). Offline with nothing
+cached, :func:`load` stops within seconds and says how to point at a local copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from . import LesionlibError, net
+from .settings import Settings
+
+TINY = "tiny"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What the course must know about a network to feed it."""
+
+    name: str
+    handle: str  # an https:// handle, a local folder, or "builtin:tiny"
+    input_size: int  # square input, in pixels
+    feature_dim: int | None  # None until loaded, for handles outside the registry
+    description: str = ""
+    value_range: tuple[float, float] = (0.0, 1.0)  # TF Hub image models take [0, 1]
+
+
+_HUB = "https://tfhub.dev/google/imagenet"
+REGISTRY: dict[str, BackboneSpec] = {spec.name: spec for spec in (
+    BackboneSpec("mobilenet_v2_100_224", f"{_HUB}/mobilenet_v2_100_224/feature_vector/5", 224, 1280,
+                 "MobileNet V2 1.0: fast on a laptop CPU (workshop default)"),
+    BackboneSpec("mobilenet_v3_small_100_224", f"{_HUB}/mobilenet_v3_small_100_224/feature_vector/5",
+                 224, 1024, "MobileNet V3 small: the fastest, a little less accurate"),
+    BackboneSpec("mobilenet_v3_large_100_224", f"{_HUB}/mobilenet_v3_large_100_224/feature_vector/5",
+                 224, 1280, "MobileNet V3 large"),
+    BackboneSpec("inception_v3", f"{_HUB}/inception_v3/feature_vector/5", 299, 2048,
+                 "Inception V3: the original project's choice; about 5x slower than MobileNet V2"),
+    BackboneSpec(TINY, "builtin:tiny", 64, 78,
+                 "a tiny stand-in (colour and layout statistics, no learned weights) for the "
+                 "smoke profile: runs anywhere, learns nothing about skin"),
+)}
+
+
+class BackboneUnavailable(LesionlibError):
+    """The network cannot be loaded; the message says how to point at a local copy."""
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A loaded network: ``backbone(images)`` maps ``[N, s, s, 3]`` floats to ``[N, D]`` features."""
+
+    spec: BackboneSpec
+    identity: str  # changes whenever the network's weights could have changed
+    model: object
+
+    def __call__(self, images):
+        return self.model(images)
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.spec.feature_dim)
+
+
+def registry_table() -> pd.DataFrame:
+    """The registry as a table for the lesson."""
+    return pd.DataFrame([{"name": s.name, "input": f"{s.input_size}x{s.input_size}",
+                          "features": s.feature_dim, "about": s.description}
+                         for s in REGISTRY.values()]).set_index("name")
+
+
+def resolve(value: str) -> BackboneSpec:
+    """The spec for a registry name, a handle or a local folder (not loaded yet)."""
+    if value in REGISTRY:
+        return REGISTRY[value]
+    known = {spec.handle: spec for spec in REGISTRY.values()}
+    if value in known:
+        return known[value]
+    if value.startswith(("https://", "http://")):
+        return BackboneSpec(value, value, 224, None, "a TF Hub / Kaggle handle")
+    path = Path(value)
+    if path.is_dir():  # a copy of a registry network keeps its name, e.g. mobilenet_v2_100_224_...
+        same = next((s for s in REGISTRY.values() if s.name != TINY and s.name in path.name), None)
+        return BackboneSpec(path.name, str(path), same.input_size if same else 224,
+                            same.feature_dim if same else None, "a local SavedModel folder")
+    raise BackboneUnavailable(
+        f"LESIONLIB_BACKBONE={value!r} is neither a registry name ({', '.join(REGISTRY)}), "
+        "nor an https:// model handle, nor an existing folder.")
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    """A hash of every file of a SavedModel folder: a changed network changes it."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode())
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _hub_cached(handle: str, cache_dir: Path) -> bool:
+    """Whether tensorflow_hub has ``handle`` in its cache (a non-empty ``<sha1(handle)>`` folder)."""
+    folder = cache_dir / hashlib.sha1(handle.encode("utf8")).hexdigest()
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def _input_size(model) -> int | None:
+    """The square input size declared by a SavedModel's call signature, if it declares one."""
+    try:
+        shape = model.__call__.concrete_functions[0].structured_input_signature[0][0].shape
+        return int(shape[1]) if shape[1] is not None else None
+    except (AttributeError, IndexError, TypeError):
+        return None
+
+
+def load(settings: Settings) -> Backbone:
+    """Load ``settings.backbone``, downloading it into the cache if it is a handle not yet there."""
+    spec = resolve(settings.backbone)
+    if spec.handle == "builtin:tiny":
+        from .tiny import TinyFeatures
+
+        return Backbone(spec, "builtin:tiny:v1", TinyFeatures(spec.input_size))
+
+    import tensorflow as tf
+    import tensorflow_hub as hub
+
+    if spec.handle.startswith(("https://", "http://")):
+        os.environ["TFHUB_CACHE_DIR"] = str(settings.tfhub_cache_dir)
+        if not _hub_cached(spec.handle, settings.tfhub_cache_dir):
+            reason = net.probe(spec.handle)
+            if reason:
+                raise BackboneUnavailable(
+                    f"Could not download the network {spec.name} from {spec.handle} ({reason}). "
+                    "Without internet, point LESIONLIB_BACKBONE at a local copy of a TF2 "
+                    "feature-vector SavedModel, e.g. "
+                    "../shared/weights/tfhub/mobilenet_v2_100_224_feature_vector, or copy a "
+                    f"data/cache/tfhub/ folder from a machine that has it into "
+                    f"{settings.tfhub_cache_dir}; or set LESIONLIB_PROFILE=smoke for the tiny "
+                    "stand-in network.")
+        identity = spec.handle
+    else:
+        identity = f"{Path(spec.handle).name}:{_folder_fingerprint(Path(spec.handle))}"
+    try:
+        model = hub.load(spec.handle)
+    except (OSError, ValueError, tf.errors.OpError) as error:
+        raise BackboneUnavailable(f"{spec.handle} could not be loaded as a TF2 SavedModel "
+                                  f"({type(error).__name__}: {error}).") from None
+    size = _input_size(model) or spec.input_size
+    probe = model(tf.zeros([1, size, size, 3]))
+    spec = BackboneSpec(spec.name, spec.handle, size, int(probe.shape[-1]), spec.description,
+                        spec.value_range)
+    return Backbone(spec, identity, model)

@@ -1,0 +1,241 @@
+"""Bottlenecks: each image's feature vector, computed once by a batched pipeline and cached.
+
+Extraction is a ``tf.data`` pipeline: files are read, decoded and resized in parallel and
+batched, while the network works on the previous batch (``prefetch``).
+
+The cache lives in ``data/cache/bottlenecks/<key>/``, where ``<key>`` is a hash of the
+backbone's identity (its handle, or a hash of a local model folder's files) and of the
+preprocessing. Inside, entries are found by the **image's content hash**, so a renamed or
+moved image still hits the cache while a changed image, backbone or preprocessing misses it.
+Entries are stored in ``.npz`` shards, each written atomically; an interrupted run keeps the
+shards it finished. A corrupt or truncated shard (its zip checksums no longer match) is
+reported, removed and its entries computed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import fsutil
+from .backbones import Backbone
+
+FORMAT = 1  # bump when the stored layout changes: old caches are then simply not found
+SHARD_ROWS = 512  # features written per shard while extracting: what an interruption can lose
+MAX_SHARDS = 32  # more than this and the shards are merged into one on the next read
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes the network's input. Part of the cache key."""
+
+    resize: str = "squash"  # the whole image resized to a square, as the original retrain.py did
+    method: str = "bilinear"
+    antialias: bool = True
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """``copies`` fixed, randomly transformed versions of each image, each cached like an image.
+
+    Copy ``k`` of an image is always the same picture (its randomness is seeded by the image's
+    hash, ``seed`` and ``k``), so its bottleneck can be cached. Transformations: flips, quarter
+    turns, and small changes of brightness, contrast and saturation: a lesion has no "up", and
+    dermatoscopes differ in light.
+    """
+
+    copies: int = 2
+    seed: int = 0
+
+    def entry(self, sha256: str, copy: int) -> str:
+        return f"{sha256}/aug-v1-seed{self.seed}-copy{copy}"
+
+
+@dataclass
+class Bottlenecks:
+    """Features of a set of images, row by row, and what happened while getting them."""
+
+    features: np.ndarray  # [rows, D] float32
+    index: pd.Index  # the manifest index of each row's image
+    copy: np.ndarray  # 0: the image itself; k: its k-th augmented copy
+    computed: int = 0  # rows the network computed in this call
+    reused: int = 0  # rows found in the cache
+    failed: pd.DataFrame = field(default_factory=pd.DataFrame)  # image_id, path, reason
+    repaired: list[str] = field(default_factory=list)  # cache problems found and fixed
+
+    def summary(self) -> str:
+        text = f"{len(self.features)} bottlenecks: {self.computed} computed, {self.reused} from the cache"
+        if len(self.failed):
+            text += f"; {len(self.failed)} images could not be read (see .failed)"
+        if self.repaired:
+            text += f"; repaired the cache: {'; '.join(self.repaired)}"
+        return text
+
+
+def cache_key(backbone: Backbone, preprocessing: Preprocessing) -> str:
+    """The cache folder's name for a backbone and a preprocessing."""
+    description = {"format": FORMAT, "backbone": backbone.identity,
+                   "input_size": backbone.spec.input_size,
+                   "value_range": list(backbone.spec.value_range), **asdict(preprocessing)}
+    text = json.dumps(description, sort_keys=True)
+    return f"{backbone.spec.name[:40].replace('/', '_')}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+class BottleneckCache:
+    """A folder of ``.npz`` shards, each holding entry ids and their feature rows."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def read(self) -> tuple[dict[str, np.ndarray], list[str]]:
+        """Every stored entry, and a note for each corrupt shard found (and removed)."""
+        entries: dict[str, np.ndarray] = {}
+        problems: list[str] = []
+        shards = sorted(self.folder.glob("shard-*.npz"))
+        for shard in shards:
+            try:
+                with np.load(shard, allow_pickle=False) as stored:
+                    ids, features = stored["ids"], stored["features"]
+                if features.ndim != 2 or len(ids) != len(features) or not np.isfinite(features).all():
+                    raise ValueError("inconsistent contents")
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+                problems.append(f"{shard.name} was corrupt ({error}); its entries are recomputed")
+                shard.unlink(missing_ok=True)
+                continue
+            entries.update(zip(ids.tolist(), features))
+        if len(shards) > MAX_SHARDS and entries:
+            self._merge(entries, [s for s in shards if s.exists()])
+        return entries, problems
+
+    def write(self, ids: list[str], features: np.ndarray) -> None:
+        """Add entries as one new shard, written atomically."""
+        if not ids:
+            return
+        target = self.folder / f"shard-{time.time_ns()}-{uuid.uuid4().hex[:8]}.npz"
+        with fsutil.atomic_path(target) as temporary, temporary.open("wb") as out:
+            np.savez(out, ids=np.array(ids), features=np.asarray(features, dtype=np.float32))
+
+    def _merge(self, entries: dict[str, np.ndarray], shards: list[Path]) -> None:
+        ids = list(entries)
+        self.write(ids, np.stack([entries[i] for i in ids]))
+        for shard in shards:
+            shard.unlink(missing_ok=True)
+
+
+def _augment(image, seed):
+    import tensorflow as tf
+
+    image = tf.image.stateless_random_flip_left_right(image, seed)
+    image = tf.image.stateless_random_flip_up_down(image, seed + 1)
+    turns = tf.random.stateless_uniform([], seed + 2, 0, 4, dtype=tf.int32)
+    image = tf.image.rot90(image, turns)
+    image = tf.image.stateless_random_brightness(image, 0.08, seed + 3)
+    image = tf.image.stateless_random_contrast(image, 0.9, 1.1, seed + 4)
+    image = tf.image.stateless_random_saturation(image, 0.9, 1.1, seed + 5)
+    return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def image_pipeline(paths: list[str], seeds: np.ndarray, size: int, value_range: tuple[float, float],
+                   preprocessing: Preprocessing = Preprocessing(), batch_size: int = 32):
+    """A ``tf.data`` pipeline of ``(position, images)`` batches: parallel decode and resize.
+
+    ``seeds`` holds one ``[a, b]`` pair per path; ``b == 0`` means "the image as it is",
+    anything else an augmented copy. Files that cannot be decoded are dropped (their
+    positions are missing from the output), so one bad file never stops a run.
+    """
+    import tensorflow as tf
+
+    low, high = value_range
+
+    def load(position, path, seed):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        image = tf.image.convert_image_dtype(image, tf.float32)  # [0, 1]
+        image = tf.cond(seed[1] > 0, lambda: _augment(image, seed), lambda: image)
+        image = tf.image.resize(image, [size, size], method=preprocessing.method,
+                                antialias=preprocessing.antialias)
+        image.set_shape([size, size, 3])
+        return position, image * (high - low) + low
+
+    positions = np.arange(len(paths), dtype=np.int64)
+    dataset = tf.data.Dataset.from_tensor_slices((positions, list(paths), seeds.astype(np.int64)))
+    return (dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .ignore_errors()
+            .batch(batch_size)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def _seed(sha256: str, augmentation_seed: int, copy: int) -> list[int]:
+    return [int(sha256[:8], 16) ^ augmentation_seed, copy]
+
+
+def extract(manifest: pd.DataFrame, backbone: Backbone, cache_root: Path, *,
+            augmentation: Augmentation | None = None, preprocessing: Preprocessing = Preprocessing(),
+            batch_size: int = 32, progress: bool = True) -> Bottlenecks:
+    """Bottlenecks of every manifest image (and its augmented copies), from the cache when possible."""
+    copies = augmentation.copies if augmentation else 0
+    rows = []  # (manifest index, copy, entry id, path, seed)
+    for index, sha, path in zip(manifest.index, manifest["sha256"], manifest["path"]):
+        rows.append((index, 0, sha, str(path), _seed(sha, 0, 0)))
+        for copy in range(1, copies + 1):
+            rows.append((index, copy, augmentation.entry(sha, copy), str(path),
+                         _seed(sha, augmentation.seed, copy)))
+    cache = BottleneckCache(Path(cache_root) / cache_key(backbone, preprocessing))
+    known, repaired = cache.read()
+    todo = list(dict.fromkeys(r[2] for r in rows if r[2] not in known))  # unique entries
+    first_row = {}
+    for row in rows:
+        first_row.setdefault(row[2], row)
+    computed_ids = _compute(backbone, cache, [first_row[e] for e in todo], preprocessing,
+                            batch_size, progress, known)
+
+    kept = [r for r in rows if r[2] in known]
+    missing = {r[2] for r in rows} - set(known)
+    failed = pd.DataFrame(
+        [{"image_id": manifest.at[r[0], "image_id"], "path": r[3],
+          "reason": "missing file" if not Path(r[3]).is_file() else "could not be decoded"}
+         for r in rows if r[2] in missing and r[1] == 0],
+        columns=["image_id", "path", "reason"])
+    dim = backbone.feature_dim
+    features = (np.stack([known[r[2]] for r in kept]).astype(np.float32) if kept
+                else np.zeros((0, dim), np.float32))
+    return Bottlenecks(features, pd.Index([r[0] for r in kept]), np.array([r[1] for r in kept]),
+                       computed=sum(1 for r in kept if r[2] in computed_ids),
+                       reused=sum(1 for r in kept if r[2] not in computed_ids),
+                       failed=failed, repaired=repaired)
+
+
+def _compute(backbone: Backbone, cache: BottleneckCache, todo: list[tuple], preprocessing,
+             batch_size: int, progress: bool, known: dict[str, np.ndarray]) -> set[str]:
+    """Run the network on ``todo`` rows; store results in ``known`` and in cache shards."""
+    if not todo:
+        return set()
+    pipeline = image_pipeline([r[3] for r in todo], np.array([r[4] for r in todo]),
+                              backbone.spec.input_size, backbone.spec.value_range,
+                              preprocessing, batch_size)
+    pending_ids: list[str] = []
+    pending: list[np.ndarray] = []
+    done: set[str] = set()
+    with tqdm(total=len(todo), desc="bottlenecks", unit="img", disable=not progress) as bar:
+        for positions, images in pipeline:
+            vectors = np.asarray(backbone(images), dtype=np.float32)
+            for position, vector in zip(positions.numpy(), vectors):
+                entry = todo[position][2]
+                known[entry] = vector
+                pending_ids.append(entry)
+                pending.append(vector)
+                done.add(entry)
+            if len(pending_ids) >= SHARD_ROWS:
+                cache.write(pending_ids, np.stack(pending))
+                pending_ids, pending = [], []
+            bar.update(len(vectors))
+    cache.write(pending_ids, np.stack(pending) if pending else np.zeros((0, 1)))
+    return done

@@ -1,0 +1,116 @@
+"""Train / validation / test splits: grouped by lesion and patient, or the original's file-name hash.
+
+Images of one lesion are near-copies; images of one patient share skin, camera and clinic.
+:func:`grouped_split` keeps every lesion (and every patient, where known) on one side and
+keeps each class's share about equal on all sides. :func:`hash_split` is the original
+``retrain.py`` rule, kept to show what it does to a data set with several images per lesion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+PARTS = ("train", "validation", "test")
+
+
+def groups(manifest: pd.DataFrame) -> pd.Series:
+    """A group number per image: images sharing a lesion id or a patient id, transitively, share one.
+
+    Images with neither id form a group of their own.
+    """
+    parent = list(range(len(manifest)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for column in ("lesion_id", "patient_id"):
+        if column not in manifest:
+            continue
+        first: dict[str, int] = {}
+        for position, value in enumerate(manifest[column]):
+            if pd.isna(value) or value == "":
+                continue
+            if value in first:
+                parent[find(position)] = find(first[value])
+            else:
+                first[value] = position
+    return pd.Series([find(i) for i in range(len(manifest))], index=manifest.index, name="group")
+
+
+def _one_fold(labels: np.ndarray, group_ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A boolean mask of about ``fraction`` of the rows, whole groups, stratified by label."""
+    folds = max(2, round(1 / fraction))
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    _, chosen = next(splitter.split(np.zeros(len(labels)), labels, group_ids))
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[chosen] = True
+    return mask
+
+
+def grouped_split(manifest: pd.DataFrame, validation: float = 0.15, test: float = 0.15,
+                  seed: int = 42) -> pd.Series:
+    """``train`` / ``validation`` / ``test`` per image: no lesion or patient on two sides.
+
+    Deterministic for a seed. The fractions are of images and are met approximately, since
+    whole groups move together.
+    """
+    labels = manifest["label"].to_numpy()
+    group_ids = groups(manifest).to_numpy()
+    part = np.full(len(manifest), "train", dtype=object)
+    if len(np.unique(group_ids)) < 3:
+        raise ValueError("A grouped split needs at least three lesions (or images without ids).")
+    is_test = _one_fold(labels, group_ids, test, seed)
+    part[is_test] = "test"
+    rest = np.flatnonzero(~is_test)
+    is_validation = _one_fold(labels[rest], group_ids[rest], validation / (1 - test), seed + 1)
+    part[rest[is_validation]] = "validation"
+    return pd.Series(part, index=manifest.index, name="part")
+
+
+MAX_NUM_IMAGES_PER_CLASS = 2 ** 27 - 1  # the constant of the original retrain.py
+
+
+def hash_part(file_name: str, validation_percentage: float = 10, testing_percentage: float = 10) -> str:
+    """The original ``retrain.py`` rule: a stable hash of the file name picks the part.
+
+    Anything after ``_nohash_`` in the name is ignored, so files named that way stay together:
+    the only grouping the original knew.
+    """
+    hash_name = re.sub(r"_nohash_.*$", "", file_name)
+    hashed = hashlib.sha1(hash_name.encode("utf-8")).hexdigest()
+    percentage = (int(hashed, 16) % (MAX_NUM_IMAGES_PER_CLASS + 1)) * (100.0 / MAX_NUM_IMAGES_PER_CLASS)
+    if percentage < validation_percentage:
+        return "validation"
+    if percentage < testing_percentage + validation_percentage:
+        return "test"
+    return "train"
+
+
+def hash_split(manifest: pd.DataFrame, validation_percentage: float = 10,
+               testing_percentage: float = 10) -> pd.Series:
+    """The original's split of every image by the hash of its file name."""
+    names = [str(p).rsplit("/", 1)[-1] for p in manifest["path"]]
+    return pd.Series([hash_part(n, validation_percentage, testing_percentage) for n in names],
+                     index=manifest.index, name="part")
+
+
+def crossing_groups(manifest: pd.DataFrame, part: pd.Series, column: str = "lesion_id") -> int:
+    """How many lesions (or patients) have images in more than one part."""
+    known = manifest[column].notna()
+    per_group = part[known].groupby(manifest.loc[known, column]).nunique()
+    return int((per_group > 1).sum())
+
+
+def split_table(manifest: pd.DataFrame, part: pd.Series) -> pd.DataFrame:
+    """Images per part and class, with each part's total."""
+    table = pd.crosstab(part, manifest["label"]).reindex(PARTS, fill_value=0)
+    table["all"] = table.sum(axis=1)
+    return table

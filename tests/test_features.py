@@ -1,0 +1,165 @@
+"""Backbones and the bottleneck cache: real TensorFlow models, real images, real files."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from lesionlib import backbones, dataset, features
+
+MOBILENET = "weights/tfhub/mobilenet_v2_100_224_feature_vector"
+
+
+@pytest.fixture
+def smoke(make_settings):
+    settings = make_settings(profile="smoke")
+    manifest = dataset.prepare(settings, progress=False).manifest
+    return settings, manifest, backbones.load(settings)
+
+
+def _extract(settings, manifest, backbone, **options):
+    return features.extract(manifest, backbone, settings.bottleneck_dir, progress=False, **options)
+
+
+def test_tiny_backbone_gives_fixed_features(smoke):
+    settings, manifest, backbone = smoke
+    first = _extract(settings, manifest, backbone)
+    assert first.features.shape == (len(manifest), backbone.feature_dim)
+    assert (first.computed, first.reused) == (len(manifest), 0)
+    assert list(first.index) == list(manifest.index)
+    again = _extract(settings, manifest, backbone)
+    assert (again.computed, again.reused) == (0, len(manifest))
+    assert np.array_equal(again.features, first.features)
+
+
+def test_renamed_or_moved_images_hit_the_cache(smoke, tmp_path):
+    settings, manifest, backbone = smoke
+    _extract(settings, manifest, backbone)
+    moved = manifest.copy()
+    for row in moved.itertuples():
+        target = tmp_path / "elsewhere" / f"renamed-{row.Index}.jpg"
+        target.parent.mkdir(exist_ok=True)
+        shutil.copy(row.path, target)
+        moved.at[row.Index, "path"] = target
+    assert _extract(settings, moved, backbone).computed == 0
+
+
+def test_a_changed_image_misses_the_cache(smoke):
+    settings, manifest, backbone = smoke
+    _extract(settings, manifest, backbone)
+    changed = manifest.copy()
+    changed.loc[changed.index[0], "sha256"] = "f" * 64  # what a new image's hash would be
+    result = _extract(settings, changed, backbone)
+    assert (result.computed, result.reused) == (1, len(manifest) - 1)
+
+
+def test_a_corrupt_shard_is_reported_and_recomputed(smoke):
+    settings, manifest, backbone = smoke
+    first = _extract(settings, manifest, backbone)
+    shard = next(settings.bottleneck_dir.rglob("shard-*.npz"))
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte inside the stored features
+    shard.write_bytes(bytes(data))
+    repaired = _extract(settings, manifest, backbone)
+    assert repaired.repaired and "corrupt" in repaired.repaired[0]
+    assert repaired.computed == len(manifest)
+    assert np.allclose(repaired.features, first.features)
+
+
+def test_a_truncated_shard_is_recomputed(smoke):
+    settings, manifest, backbone = smoke
+    _extract(settings, manifest, backbone)
+    shard = next(settings.bottleneck_dir.rglob("shard-*.npz"))
+    shard.write_bytes(shard.read_bytes()[:100])
+    assert _extract(settings, manifest, backbone).computed == len(manifest)
+
+
+def test_an_interrupted_run_keeps_its_finished_shards(smoke, monkeypatch):
+    settings, manifest, backbone = smoke
+    monkeypatch.setattr(features, "SHARD_ROWS", 16)
+    calls = {"n": 0}
+
+    def flaky(images):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # the learner pressed stop during the fourth batch
+        return backbone.model(images)
+
+    interrupted = backbones.Backbone(backbone.spec, backbone.identity, flaky)
+    with pytest.raises(KeyboardInterrupt):
+        features.extract(manifest, interrupted, settings.bottleneck_dir, progress=False, batch_size=8)
+    resumed = _extract(settings, manifest, backbone)
+    assert resumed.reused == 16 and resumed.computed == len(manifest) - 16
+
+
+def test_unreadable_images_are_reported_and_skipped(smoke):
+    settings, manifest, backbone = smoke
+    broken = manifest.copy()
+    broken.at[broken.index[0], "path"].write_bytes(b"no longer a picture")
+    broken.at[broken.index[1], "path"].unlink()
+    result = _extract(settings, broken, backbone)
+    assert len(result.features) == len(manifest) - 2
+    assert result.failed["reason"].tolist() == ["could not be decoded", "missing file"]
+    assert broken.index[0] not in result.index
+
+
+def test_augmented_copies_are_fixed_and_cached(smoke):
+    settings, manifest, backbone = smoke
+    augmentation = features.Augmentation(copies=2, seed=3)
+    first = _extract(settings, manifest.head(10), backbone, augmentation=augmentation)
+    assert len(first.features) == 30 and sorted(set(first.copy)) == [0, 1, 2]
+    originals, copies = first.features[first.copy == 0], first.features[first.copy == 1]
+    assert not np.allclose(originals, copies)  # a copy is a different picture...
+    again = _extract(settings, manifest.head(10), backbone, augmentation=augmentation)
+    assert again.computed == 0 and np.array_equal(again.features, first.features)  # ...always the same one
+
+
+def test_registry_names_and_handles_resolve():
+    assert backbones.resolve("mobilenet_v2_100_224").input_size == 224
+    assert backbones.resolve("inception_v3").input_size == 299
+    handle = backbones.REGISTRY["mobilenet_v3_small_100_224"].handle
+    assert backbones.resolve(handle).name == "mobilenet_v3_small_100_224"
+    with pytest.raises(backbones.BackboneUnavailable, match="registry name"):
+        backbones.resolve("resnet_9000")
+
+
+def test_offline_handle_fails_fast_with_the_local_alternative(make_settings):
+    import time
+
+    settings = make_settings(backbone="mobilenet_v3_small_100_224")
+    started = time.monotonic()
+    with pytest.raises(backbones.BackboneUnavailable) as raised:
+        backbones.load(settings)
+    assert time.monotonic() - started < 15
+    assert "LESIONLIB_BACKBONE" in str(raised.value) and "shared/weights" in str(raised.value)
+
+
+def test_a_cached_handle_loads_without_network(make_settings, tmp_path):
+    """A handle whose download is already in data/cache/tfhub/ loads offline (here: a tiny model)."""
+    import hashlib
+
+    import tensorflow as tf
+
+    handle = "https://tfhub.dev/example/not-reachable-here/1"
+    settings = make_settings(backbone=handle)
+    module = tf.Module()
+    module.__call__ = tf.function(lambda images: tf.reduce_mean(images, axis=[1, 2]),
+                                  input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)])
+    tf.saved_model.save(module, str(settings.tfhub_cache_dir / hashlib.sha1(handle.encode()).hexdigest()))
+    backbone = backbones.load(settings)
+    assert (backbone.spec.input_size, backbone.feature_dim) == (32, 3)
+    assert backbone.identity == handle
+
+
+def test_shared_mobilenet_features(make_settings, ham10000):
+    folder = ham10000.parent.parent / MOBILENET
+    settings = make_settings(data_source=ham10000, backbone=folder)
+    backbone = backbones.load(settings)
+    assert (backbone.spec.input_size, backbone.feature_dim) == (224, 1280)
+    assert backbone.spec.name == "mobilenet_v2_100_224_feature_vector"
+    manifest = dataset.prepare(settings, progress=False).manifest.head(40)
+    result = features.extract(manifest, backbone, settings.bottleneck_dir, progress=False)
+    assert result.features.shape == (40, 1280) and np.isfinite(result.features).all()
+    assert result.features.std(axis=0).mean() > 0.05  # real, varied features

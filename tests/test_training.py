@@ -1,0 +1,64 @@
+"""The head: trained on real bottlenecks, repeatable, saved with what the original wrote."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lesionlib import backbones, dataset, features, splits, training
+from lesionlib.taxonomy import CLASSES
+
+
+def test_class_weights_balance_present_classes():
+    y = np.array([0] * 6 + [2] * 2)
+    assert training.class_weights(y) == {0: 8 / (2 * 6), 1: 1.0, 2: 8 / (2 * 2)}
+
+
+def _trained(settings, **config):
+    manifest = dataset.prepare(settings, progress=False).manifest
+    bottlenecks = features.extract(manifest, backbones.load(settings), settings.bottleneck_dir,
+                                   progress=False)
+    part = splits.grouped_split(manifest, seed=settings.seed)
+    head = training.train_head(training.arrays(bottlenecks, manifest, part, "train"),
+                               training.arrays(bottlenecks, manifest, part, "validation"),
+                               training.HeadConfig(**config))
+    return head, training.scores(head, *training.arrays(bottlenecks, manifest, part, "test"))
+
+
+def test_training_is_repeatable_and_learns_the_smoke_set(make_settings):
+    settings = make_settings(profile="smoke")
+    first, first_scores = _trained(settings, epochs=60)
+    second, second_scores = _trained(settings, epochs=60)
+    assert first_scores == second_scores
+    assert first.history.equals(second.history)
+    assert first_scores["balanced accuracy"] > 0.6  # the drawings are easy to tell apart
+
+
+def test_steps_are_counted_as_the_original_did(make_settings):
+    settings = make_settings(profile="smoke")
+    head, _ = _trained(settings, steps=20, batch_size=10, patience=1000)
+    train_images = 0.7 * 91
+    assert len(head.history) == pytest.approx(np.ceil(20 * 10 / train_images), abs=1)
+
+
+def test_saved_head_reloads_with_labels_and_record(make_settings):
+    settings = make_settings(profile="smoke")
+    head, scores = _trained(settings, epochs=5)
+    folder = training.save_head(head, settings.head_dir, {"test": scores})
+    assert (folder / "labels.txt").read_text().split() == list(CLASSES)
+    model, record = training.load_head(folder)
+    assert record["test"] == scores and record["head"]["epochs"] == 5
+    assert len(pd.read_csv(folder / "history.csv")) == len(head.history)
+    probe = np.random.default_rng(0).normal(size=(4, model.input_shape[-1])).astype("float32")
+    assert np.allclose(model.predict(probe, verbose=0), head.predict(probe), atol=1e-6)
+    assert json.loads((folder / "training.json").read_text())["best_epoch"] == head.best_epoch
+
+
+def test_real_data_beats_chance_on_the_grouped_test_split(make_settings, ham10000):
+    mobilenet = ham10000.parent.parent / "weights/tfhub/mobilenet_v2_100_224_feature_vector"
+    settings = make_settings(data_source=ham10000, backbone=mobilenet)
+    _, scores = _trained(settings)
+    assert scores["balanced accuracy"] > 0.5  # chance is 1/3 on three classes
