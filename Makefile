@@ -27,7 +27,8 @@ course: $(VENV)/.installed
 	@for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb"; \
 	  LESIONLIB_HOME=$(HOME_DIR) $(BIN)/jupyter nbconvert --to notebook --execute \
-	    --ExecutePreprocessor.timeout=7200 --output-dir $(BUILD)/notebooks $$nb || exit 1; \
+	    --ExecutePreprocessor.timeout=7200 --output-dir $(BUILD)/notebooks $$nb \
+	    || { echo "== $$nb stopped: its message is at the end of the output above"; exit 1; }; \
 	  $(BIN)/jupyter nbconvert --to html --output-dir $(BUILD)/notebooks \
 	    $(BUILD)/notebooks/$$(basename $$nb) || exit 1; \
 	done

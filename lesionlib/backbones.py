@@ -26,6 +26,7 @@ import pandas as pd
 
 from . import LesionlibError, net
 from .settings import Settings
+from .tfutil import import_tensorflow
 
 TINY = "tiny"
 
@@ -133,12 +134,12 @@ def _input_size(model) -> int | None:
 def load(settings: Settings) -> Backbone:
     """Load ``settings.backbone``, downloading it into the cache if it is a handle not yet there."""
     spec = resolve(settings.backbone)
+    tf = import_tensorflow()
     if spec.handle == "builtin:tiny":
         from .tiny import TinyFeatures
 
         return Backbone(spec, "builtin:tiny:v1", TinyFeatures(spec.input_size))
 
-    import tensorflow as tf
     import tensorflow_hub as hub
 
     if spec.handle.startswith(("https://", "http://")):

@@ -1,7 +1,7 @@
-"""The ``lesionlib`` command: the notebooks' steps, for a terminal or a script.
+"""lesionlib: the course's steps, for a terminal or a script.
 
-    lesionlib settings     print the settings in force (from the LESIONLIB_* variables)
-    lesionlib data         collect the images and build data/manifest.csv (notebook 01)
+Every command reads the LESIONLIB_* environment variables, as the notebooks do
+(see the README): LESIONLIB_PROFILE, LESIONLIB_DATA_SOURCE, LESIONLIB_BACKBONE, LESIONLIB_HOME.
 """
 
 from __future__ import annotations
@@ -34,12 +34,15 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lesionlib", description=__doc__.splitlines()[0],
-                                     epilog=DISCLAIMER)
+    parser = argparse.ArgumentParser(prog="lesionlib", description=__doc__, epilog=DISCLAIMER,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"lesionlib {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("settings", help="print the settings in force").set_defaults(run=_settings)
-    data = commands.add_parser("data", help="collect the images and build the manifest")
+    data = commands.add_parser(
+        "data", help="collect the images and build the manifest (notebook 01)",
+        description="Download (or import, or generate) the images of LESIONLIB_DATA_SOURCE, "
+                    "check each one and write data/manifest.csv and data/train/<class>/.")
     data.add_argument("--quiet", action="store_true", help="no progress bars")
     data.set_defaults(run=_data)
     args = parser.parse_args(argv)

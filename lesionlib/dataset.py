@@ -18,17 +18,22 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text: it stays readable in executed notebooks
 
 from . import LesionlibError, fsutil, images, isic_archive, sources, synthetic
 from .settings import ISIC_ARCHIVE, SYNTHETIC, Settings
 from .taxonomy import CLASSES
 
+# sha256: the hash of the file at `path` (what the bottleneck cache is keyed by);
+# source_sha256: the hash of the original file (the same unless the image was converted).
 MANIFEST_COLUMNS = ["image_id", "path", "label", "diagnosis", "lesion_id", "patient_id",
                     "age", "sex", "site", "sha256", "width", "height", "source",
-                    "license", "attribution", "original_path"]
-REJECTED_COLUMNS = ["image_id", "original_path", "reason", "detail"]
+                    "license", "attribution", "original_path", "source_sha256"]
+REJECTED_COLUMNS = ["image_id", "label", "lesion_id", "original_path", "reason", "detail"]
+DUPLICATE_COLUMNS = ["image_id", "label", "lesion_id", "kept", "kept_label", "kept_lesion_id",
+                     "kept_in_use"]
 NO_CLASS = "diagnosis outside the three classes"
 MISSING = "missing file"
 
@@ -43,6 +48,8 @@ class Dataset:
 
     manifest: pd.DataFrame
     rejected: pd.DataFrame
+    duplicates: pd.DataFrame  # each duplicate left out, beside the image that was kept
+    available: pd.Series  # usable images per class before the per-class cap
     source: str
     layout: str
 
@@ -75,7 +82,7 @@ def _group_order(key: str, seed: int) -> str:
 
 def select_per_class(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
     """Up to ``limit`` images per class, whole lesions at a time, in a seeded order."""
-    if limit is None:
+    if limit is None or frame.empty:
         return frame
     group = frame["lesion_id"].fillna(frame["image_id"]).astype(str)
     chosen = []
@@ -94,90 +101,126 @@ def select_per_class(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.Da
     return pd.concat(chosen).drop(columns="_group").sort_values("image_id", ignore_index=True)
 
 
-def _place(checked: images.Checked, target: Path) -> None:
-    """Write one accepted image as an upright RGB JPEG at ``target`` (link it if it already is one)."""
+def _place(checked: images.Checked, target: Path) -> str:
+    """Write one accepted image as an upright RGB JPEG at ``target``; return the file's SHA-256.
+
+    A file that already is one is copied byte for byte (never linked: an edit in ``train/``
+    must not reach the learner's original); any other is converted.
+    """
     if not checked.needs_conversion:
-        fsutil.link_or_copy(checked.path, target)
-        return
+        fsutil.copy_atomic(checked.path, target)
+        return checked.sha256
     rgb = images.load_rgb(checked.path)
     with fsutil.atomic_path(target) as temporary:
         rgb.save(temporary, "JPEG", quality=95)
+    return images.sha256_of(target)
 
 
 def _reject(rows: pd.DataFrame, reason: str, detail: Callable[[pd.Series], str]) -> list[dict]:
-    return [{"image_id": r.image_id, "original_path": str(r.source_path), "reason": reason,
-             "detail": detail(r)} for r in rows.itertuples()]
+    return [{"image_id": r.image_id, "label": r.label, "lesion_id": r.lesion_id,
+             "original_path": str(r.source_path), "reason": reason, "detail": detail(r)}
+            for r in rows.itertuples()]
+
+
+def _check(candidates: pd.DataFrame, max_pixels: int, progress: bool):
+    """Inspect every candidate: ``(accepted frame, their Checked results, rejected, duplicates)``."""
+    rejected: list[dict] = []
+    no_class = candidates["label"].isna().to_numpy(dtype=bool)
+    rejected += _reject(candidates.loc[no_class], NO_CLASS, lambda r: f"diagnosis {r.diagnosis!r}")
+    candidates = candidates.loc[~no_class]
+    exists = np.array([Path(p).is_file() for p in candidates["source_path"]], dtype=bool)
+    rejected += _reject(candidates.loc[~exists], MISSING, lambda r: "listed in the metadata, no file found")
+    candidates = candidates.loc[exists].reset_index(drop=True)
+
+    results = _inspect_all([Path(p) for p in candidates["source_path"]], max_pixels, progress)
+    accepted_rows, accepted, first_of_hash, duplicates = [], [], {}, []
+    for row, result in zip(candidates.itertuples(index=False), results):
+        own = {"image_id": row.image_id, "label": row.label, "lesion_id": row.lesion_id,
+               "original_path": str(result.path)}
+        if isinstance(result, images.Rejected):
+            rejected.append({**own, "reason": result.reason, "detail": result.detail})
+        elif result.sha256 in first_of_hash:
+            kept = first_of_hash[result.sha256]
+            rejected.append({**own, "reason": images.DUPLICATE,
+                             "detail": f"same bytes as {kept.image_id}"})
+            duplicates.append({"image_id": row.image_id, "label": row.label,
+                               "lesion_id": row.lesion_id, "kept": kept.image_id,
+                               "kept_label": kept.label, "kept_lesion_id": kept.lesion_id})
+        else:
+            first_of_hash[result.sha256] = row
+            accepted_rows.append(row._asdict())
+            accepted.append(result)
+    frame = pd.DataFrame(accepted_rows, columns=sources.COLUMNS)
+    frame["source_sha256"] = [c.sha256 for c in accepted]
+    frame["width"] = [c.width for c in accepted]
+    frame["height"] = [c.height for c in accepted]
+    return (frame, accepted, pd.DataFrame(rejected, columns=REJECTED_COLUMNS),
+            pd.DataFrame(duplicates, columns=DUPLICATE_COLUMNS))
+
+
+def _file_names(frame: pd.DataFrame) -> list[str]:
+    """A safe, unique file name per image: its id, cleaned, plus a hash suffix on a clash."""
+    names = [fsutil.safe_name(i) for i in frame["image_id"]]
+    clash = pd.Series(names).str.lower().duplicated(keep=False).to_numpy()  # e.g. x.jpg and x.png
+    return [f"{n}-{h[:8]}" if c else n for n, h, c in zip(names, frame["source_sha256"], clash)]
 
 
 def build_manifest(candidates: pd.DataFrame, settings: Settings, source: str, layout: str,
                    progress: bool = True) -> Dataset:
     """Check, de-duplicate, choose and lay out ``candidates``; write manifest, rejects and info."""
-    rejected: list[dict] = []
-    no_class = candidates["label"].isna()
-    rejected += _reject(candidates[no_class], NO_CLASS, lambda r: f"diagnosis {r.diagnosis!r}")
-    candidates = candidates[~no_class]
-    exists = candidates["source_path"].map(lambda p: Path(p).is_file())
-    rejected += _reject(candidates[~exists], MISSING, lambda r: "listed in the metadata, no file found")
-    candidates = candidates[exists].reset_index(drop=True)
-
-    results = _inspect_all([Path(p) for p in candidates["source_path"]],
-                           settings.max_image_pixels, progress)
-    accepted_rows, accepted, first_of_hash = [], [], {}
-    for row, result in zip(candidates.itertuples(index=False), results):
-        if isinstance(result, images.Rejected):
-            rejected.append({"image_id": row.image_id, "original_path": str(result.path),
-                             "reason": result.reason, "detail": result.detail})
-        elif result.sha256 in first_of_hash:
-            rejected.append({"image_id": row.image_id, "original_path": str(result.path),
-                             "reason": images.DUPLICATE,
-                             "detail": f"same bytes as {first_of_hash[result.sha256]}"})
-        else:
-            first_of_hash[result.sha256] = row.image_id
-            accepted_rows.append(row._asdict())
-            accepted.append(result)
-
-    frame = pd.DataFrame(accepted_rows, columns=sources.COLUMNS)
-    frame["sha256"] = [c.sha256 for c in accepted]
-    frame["width"] = [c.width for c in accepted]
-    frame["height"] = [c.height for c in accepted]
-    clash = frame["image_id"].duplicated(keep=False)  # e.g. one name in two class folders
-    frame.loc[clash, "image_id"] = frame.loc[clash, "image_id"] + "-" + frame.loc[clash, "sha256"].str[:8]
+    frame, accepted, rejected, duplicates = _check(candidates, settings.max_image_pixels, progress)
+    frame["image_id"] = _file_names(frame)
     checked_by_id = dict(zip(frame["image_id"], accepted))
+    available = frame["label"].value_counts().reindex(CLASSES, fill_value=0)
     frame = select_per_class(frame, settings.per_class_limit, settings.seed)
+    if frame.empty:
+        fsutil.write_atomic(settings.rejected_path, lambda out: rejected.to_csv(out, index=False))
+        raise ManifestError(f"No usable image in {source}: all {len(rejected)} files were left "
+                            f"out; {settings.rejected_path} lists each with the reason.")
 
-    frame["path"] = [f"train/{label}/{image_id}.jpg"
-                     for label, image_id in zip(frame["label"], frame["image_id"])]
+    frame["path"] = [f"train/{label}/{name}.jpg" for label, name in zip(frame["label"], frame["image_id"])]
     frame["source"] = source
     frame["original_path"] = frame["source_path"].astype(str)
-    placed = _previous_hashes(settings.manifest_path)
-    for rel, image_id, sha in tqdm(list(zip(frame["path"], frame["image_id"], frame["sha256"])),
-                                   desc="laying out", disable=not progress):
+    # Files already placed by the last complete build are kept. Its manifest is removed before
+    # anything is placed, so an interrupted build never vouches for files it may have changed.
+    placed = _previous_placement(settings.manifest_path)
+    for stale in (settings.dataset_info_path, settings.manifest_path):
+        stale.unlink(missing_ok=True)
+    hashes = []
+    for rel, image_id, source_sha in tqdm(list(zip(frame["path"], frame["image_id"], frame["source_sha256"])),
+                                          desc="laying out", disable=not progress):
         target = settings.data_dir / rel
-        if placed.get(rel) != sha or not target.is_file():  # re-runs place nothing twice
-            _place(checked_by_id[image_id], target)
+        previous = placed.get(rel)
+        if previous and previous[0] == source_sha and target.is_file():
+            hashes.append(previous[1])
+        else:
+            hashes.append(_place(checked_by_id[image_id], target))
+    frame["sha256"] = hashes
     _remove_stale(settings.train_dir, {settings.data_dir / p for p in frame["path"]})
 
     manifest = frame[MANIFEST_COLUMNS].reset_index(drop=True)
-    rejected_frame = pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
+    duplicates["kept_in_use"] = duplicates["kept"].isin(set(manifest["image_id"]))
+    fsutil.write_atomic(settings.rejected_path, lambda out: rejected.to_csv(out, index=False))
+    fsutil.write_atomic(settings.duplicates_path, lambda out: duplicates.to_csv(out, index=False))
     fsutil.write_atomic(settings.manifest_path, lambda out: manifest.to_csv(out, index=False))
-    fsutil.write_atomic(settings.rejected_path, lambda out: rejected_frame.to_csv(out, index=False))
-    fsutil.write_json_atomic(settings.dataset_info_path, {
+    fsutil.write_json_atomic(settings.dataset_info_path, {  # last: it marks the build complete
         "source": str(settings.data_source), "layout": layout, "profile": settings.profile,
         "per_class_limit": settings.per_class_limit, "seed": settings.seed,
         "counts": manifest["label"].value_counts().reindex(CLASSES, fill_value=0).to_dict(),
-        "rejected": len(rejected_frame),
+        "available": available.to_dict(), "rejected": len(rejected),
         "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
-    return Dataset(_with_absolute_paths(manifest, settings), rejected_frame, source, layout)
+    return Dataset(_with_absolute_paths(manifest, settings), rejected, duplicates, available,
+                   source, layout)
 
 
-def _previous_hashes(manifest_path: Path) -> dict[str, str]:
-    """``{path: sha256}`` of the last manifest, to skip files already in place; empty if unusable."""
+def _previous_placement(manifest_path: Path) -> dict[str, tuple[str, str]]:
+    """``{path: (source_sha256, sha256)}`` of the last complete build; empty if unusable."""
     try:
-        previous = pd.read_csv(manifest_path, usecols=["path", "sha256"], dtype=str)
+        previous = pd.read_csv(manifest_path, usecols=["path", "source_sha256", "sha256"], dtype=str)
     except (OSError, ValueError, pd.errors.ParserError):
         return {}
-    return dict(zip(previous["path"], previous["sha256"]))
+    return {p: (s, h) for p, s, h in zip(previous["path"], previous["source_sha256"], previous["sha256"])}
 
 
 def _remove_stale(train_dir: Path, keep: set[Path]) -> None:
@@ -218,7 +261,19 @@ def load_manifest(settings: Settings) -> pd.DataFrame:
     return _with_absolute_paths(manifest, settings)
 
 
+def dataset_info(settings: Settings) -> dict:
+    """What notebook 01 recorded: source, counts in use and available per class, and more."""
+    load_manifest(settings)  # the same checks: built, and for these settings
+    return json.loads(settings.dataset_info_path.read_text(encoding="utf-8"))
+
+
 def load_rejected(settings: Settings) -> pd.DataFrame:
     """The files notebook 01 left out, with the reason (written beside the manifest)."""
-    load_manifest(settings)  # the same checks: built, and for these settings
+    load_manifest(settings)
     return pd.read_csv(settings.rejected_path, dtype=str, keep_default_na=False)
+
+
+def load_duplicates(settings: Settings) -> pd.DataFrame:
+    """The duplicates notebook 01 left out, each beside the image that was kept."""
+    load_manifest(settings)
+    return pd.read_csv(settings.duplicates_path, dtype={"image_id": str, "kept": str})

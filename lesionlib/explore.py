@@ -26,20 +26,28 @@ def present_classes(manifest: pd.DataFrame) -> list[str]:
     return [c for c in CLASSES if (manifest["label"] == c).any()]
 
 
-def class_balance(manifest: pd.DataFrame) -> pd.DataFrame:
-    """Images per class (all three, zero included) and their share."""
+def class_balance(manifest: pd.DataFrame, available: dict | None = None) -> pd.DataFrame:
+    """Images per class in use (all three, zero included), their share and, if given, how many
+    the source had before the per-class cap."""
     counts = manifest["label"].value_counts().reindex(CLASSES, fill_value=0)
-    return pd.DataFrame({"images": counts, "share": (counts / max(counts.sum(), 1)).round(3)})
+    table = pd.DataFrame({"in use": counts, "share": (counts / max(counts.sum(), 1)).round(3)})
+    if available is not None:
+        table.insert(0, "in the source", pd.Series(available).reindex(CLASSES, fill_value=0))
+    return table.rename_axis("class")
 
 
-def class_balance_figure(manifest: pd.DataFrame) -> plt.Figure:
-    table = class_balance(manifest)
-    figure, axis = plt.subplots(figsize=(6, 3.2))
-    sns.barplot(x=table.index, y=table["images"], hue=table.index, palette=PALETTE,
-                legend=False, ax=axis)
-    for position, count in enumerate(table["images"]):
-        axis.annotate(f"{count}", (position, count), ha="center", va="bottom")
-    axis.set(xlabel="", ylabel="images", title="Images per class")
+def class_balance_figure(table: pd.DataFrame) -> plt.Figure:
+    """Bars of :func:`class_balance`: images in the source (if known) and in use."""
+    columns = [c for c in ("in the source", "in use") if c in table]
+    figure, axes = plt.subplots(1, len(columns), figsize=(5 * len(columns), 3.2), squeeze=False)
+    for axis, column in zip(axes[0], columns):
+        sns.barplot(x=table.index, y=table[column], hue=table.index, palette=PALETTE,
+                    legend=False, ax=axis)
+        for position, count in enumerate(table[column]):
+            axis.annotate(f"{count:,}", (position, count), ha="center", va="bottom")
+        axis.set(xlabel="", ylabel="images", title=f"Images per class: {column}")
+        axis.set_ylim(0, max(table[column].max(), 1) * 1.15)
+    figure.tight_layout()
     return figure
 
 
@@ -73,10 +81,14 @@ def size_table(manifest: pd.DataFrame) -> pd.DataFrame:
 
 def size_figure(manifest: pd.DataFrame) -> plt.Figure:
     figure, axis = plt.subplots(figsize=(5, 4))
-    jitter = np.random.default_rng(0).normal(0, 1.5, (len(manifest), 2))
-    sns.scatterplot(x=manifest["width"] + jitter[:, 0], y=manifest["height"] + jitter[:, 1],
-                    hue=manifest["label"], hue_order=present_classes(manifest), palette=PALETTE, alpha=0.5, s=15, ax=axis)
-    axis.set(xlabel="width (pixels)", ylabel="height (pixels)", title="Image sizes (jittered)")
+    distinct = manifest[["width", "height"]].drop_duplicates()
+    jitter = np.random.default_rng(0).normal(0, 1.5, (len(manifest), 2)) if len(distinct) > 1 else 0
+    sizes = manifest[["width", "height"]].to_numpy() + jitter
+    sns.scatterplot(x=sizes[:, 0], y=sizes[:, 1], hue=manifest["label"].to_numpy(),
+                    hue_order=present_classes(manifest), palette=PALETTE, alpha=0.5, s=15, ax=axis)
+    title = (f"All {len(manifest):,} images are {distinct.iloc[0, 0]} x {distinct.iloc[0, 1]}"
+             if len(distinct) == 1 else f"Image sizes: {len(distinct)} distinct (dots jittered)")
+    axis.set(xlabel="width (pixels)", ylabel="height (pixels)", title=title)
     return figure
 
 
@@ -123,14 +135,17 @@ def random_split_leakage(manifest: pd.DataFrame, test_fraction: float = 0.2, see
 
 
 def groups_figure(manifest: pd.DataFrame) -> plt.Figure:
-    figure, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-    for axis, column in zip(axes, ("lesion_id", "patient_id")):
+    """Images per lesion, and per patient where the source records patients."""
+    columns = [c for c in ("lesion_id", "patient_id") if not images_per_group(manifest, c).empty]
+    figure, axes = plt.subplots(1, max(len(columns), 1), figsize=(5.5 * max(len(columns), 1), 3.5),
+                                squeeze=False)
+    if not columns:
+        axes[0][0].text(0.5, 0.5, "this source records no lesion or patient ids",
+                        ha="center", va="center")
+        axes[0][0].set_axis_off()
+    for axis, column in zip(axes[0], columns):
         counts = images_per_group(manifest, column)
         name = column.removesuffix("_id")
-        if counts.empty:
-            axis.text(0.5, 0.5, f"this source records no {name} ids", ha="center", va="center")
-            axis.set_axis_off()
-            continue
         axis.bar(counts.index.astype(str), counts.values, color="gray")
         axis.set(xlabel=f"images of the same {name}", ylabel=f"{name}s", yscale="log",
                  title=f"Images per {name}")
@@ -138,27 +153,18 @@ def groups_figure(manifest: pd.DataFrame) -> plt.Figure:
     return figure
 
 
-def duplicate_pairs(rejected: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
-    """The duplicates left out at import, beside the image that was kept."""
-    duplicates = rejected[rejected["reason"].str.startswith("duplicate")].copy()
-    duplicates["kept"] = duplicates["detail"].str.removeprefix("same bytes as ")
-    kept = manifest.set_index("image_id")
-    duplicates["kept label"] = duplicates["kept"].map(kept["label"])
-    duplicates["kept lesion"] = duplicates["kept"].map(kept["lesion_id"])
-    return duplicates[["image_id", "kept", "kept label", "kept lesion"]].reset_index(drop=True)
-
-
 def _colour_row(path) -> dict:
     with Image.open(path) as image:
         small = image.convert("RGB").resize((64, 64))
     rgb = np.asarray(small, dtype=np.float64) / 255.0
-    hsv = np.asarray(small.convert("HSV"), dtype=np.float64) / 255.0
+    luminance = np.asarray(small.convert("L"), dtype=np.float64) / 255.0  # perceived brightness
+    saturation = np.asarray(small.convert("HSV"), dtype=np.float64)[..., 1] / 255.0
     return {"red": rgb[..., 0].mean(), "green": rgb[..., 1].mean(), "blue": rgb[..., 2].mean(),
-            "brightness": hsv[..., 2].mean(), "saturation": hsv[..., 1].mean()}
+            "brightness": luminance.mean(), "saturation": saturation.mean()}
 
 
 def colour_statistics(manifest: pd.DataFrame) -> pd.DataFrame:
-    """Mean red, green, blue, brightness and saturation (0-1) of each image, with its label."""
+    """Mean red, green, blue, brightness (luminance) and saturation (0-1) of each image."""
     with ThreadPoolExecutor(max_workers=4) as pool:
         rows = list(pool.map(_colour_row, manifest["path"]))
     return pd.DataFrame(rows, index=manifest.index).assign(label=manifest["label"].values)

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text: it stays readable in executed notebooks
 
 from . import fsutil
 from .backbones import Backbone
+from .tfutil import import_tensorflow
 
 FORMAT = 1  # bump when the stored layout changes: old caches are then simply not found
 SHARD_ROWS = 512  # features written per shard while extracting: what an interruption can lose
@@ -132,7 +133,7 @@ class BottleneckCache:
 
 
 def _augment(image, seed):
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     image = tf.image.stateless_random_flip_left_right(image, seed)
     image = tf.image.stateless_random_flip_up_down(image, seed + 1)
@@ -152,7 +153,7 @@ def image_pipeline(paths: list[str], seeds: np.ndarray, size: int, value_range: 
     anything else an augmented copy. Files that cannot be decoded are dropped (their
     positions are missing from the output), so one bad file never stops a run.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     low, high = value_range
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+
+_UMASK = os.umask(0o022)  # read the process's umask (the call sets it), then put it back
+os.umask(_UMASK)
 
 
 @contextmanager
@@ -24,6 +29,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes files private (0600); undo that
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
@@ -43,11 +49,13 @@ def write_json_atomic(target: Path, data: Any) -> None:
     write_atomic(target, lambda out: json.dump(data, out, indent=2, sort_keys=True, default=str))
 
 
-def link_or_copy(source: Path, target: Path) -> None:
-    """Place ``source``'s bytes at ``target`` atomically: a hard link when possible, else a copy."""
+def copy_atomic(source: Path, target: Path) -> None:
+    """Copy ``source``'s bytes to ``target`` atomically."""
     with atomic_path(target) as temporary:
-        temporary.unlink()
-        try:
-            os.link(source, temporary)
-        except OSError:  # another file system, or links not allowed: copy instead
-            shutil.copyfile(source, temporary)
+        shutil.copyfile(source, temporary)
+
+
+def safe_name(name: str) -> str:
+    """``name`` usable as one file name: only letters, digits, ``.``, ``_`` and ``-``; no leading dot."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", str(name)).lstrip(".")
+    return cleaned or "_"

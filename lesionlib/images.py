@@ -36,7 +36,6 @@ class Checked:
     sha256: str
     width: int
     height: int
-    mode: str  # the file's own mode, before conversion
     needs_conversion: bool  # False when the file is already an upright 8-bit RGB JPEG
 
 
@@ -101,7 +100,7 @@ def inspect_image(path: Path, max_pixels: int = Image.MAX_IMAGE_PIXELS) -> Check
     upright = image.getexif().get(0x0112, 1) in (0, 1)  # EXIF orientation tag
     ready = image.format == "JPEG" and image.mode == "RGB" and upright
     width, height = image.size if upright else ImageOps.exif_transpose(image).size
-    return Checked(path, hashlib.sha256(data).hexdigest(), width, height, image.mode, not ready)
+    return Checked(path, hashlib.sha256(data).hexdigest(), width, height, not ready)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -23,8 +23,9 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import warnings
+import re
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
@@ -34,7 +35,7 @@ import pandas as pd
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text: it stays readable in executed notebooks
 from urllib3.util.retry import Retry
 
 from . import LesionlibError, fsutil, net
@@ -104,9 +105,13 @@ def search(session: requests.Session, api: str, query: str, limit: int) -> list[
             raise ArchiveError(f"Searching the archive for {query!r} failed: {error}") from None
         if not response.ok:
             raise ArchiveError(f"The archive answered HTTP {response.status_code} to {response.url}")
-        page = response.json()
-        records += page["results"]
-        url, params = page.get("next"), None  # the next link carries the query itself
+        try:
+            page = response.json()
+            records += list(page["results"])
+            url, params = page.get("next"), None  # the next link carries the query itself
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ArchiveError(f"{response.url} did not answer like the ISIC Archive API; is a "
+                               "proxy or a Wi-Fi login page in the way?") from None
     return records[:limit]
 
 
@@ -123,6 +128,12 @@ def download_file(session: requests.Session, url: str, target: Path,
         if attempt:
             time.sleep(min(0.5 * 2 ** (attempt - 1), 8.0))
         have = part.stat().st_size if part.exists() else 0
+        if size is not None and have >= size:  # complete already (or too long: start again)
+            if have == size:
+                os.replace(part, target)
+                return target
+            part.unlink()
+            have = 0
         headers = {"Range": f"bytes={have}-"} if have else {}
         try:
             with session.get(url, headers=headers, stream=True, timeout=TIMEOUT) as response:
@@ -133,7 +144,11 @@ def download_file(session: requests.Session, url: str, target: Path,
                     raise ArchiveError(f"HTTP {response.status_code} for {url}")
                 total = size
                 if response.status_code == 206:
-                    total = total or _content_range_total(response.headers.get("Content-Range"))
+                    start, whole = _content_range(response.headers.get("Content-Range"))
+                    if start != have:  # not the piece we asked for: start again from zero
+                        part.unlink(missing_ok=True)
+                        raise _Incomplete(f"asked for bytes from {have}, got from {start}")
+                    total = total or whole
                 else:  # a full answer: the server ignored the range, start from zero
                     have = 0
                     length = response.headers.get("Content-Length")
@@ -157,10 +172,12 @@ def download_file(session: requests.Session, url: str, target: Path,
                        f"Run again to resume from {part.name}.")
 
 
-def _content_range_total(header: str | None) -> int | None:
-    if header and "/" in header and not header.endswith("*"):
-        return int(header.rsplit("/", 1)[1])
-    return None
+def _content_range(header: str | None) -> tuple[int | None, int | None]:
+    """``(first byte, total size)`` of a ``Content-Range: bytes 100-199/200`` header."""
+    match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", (header or "").strip())
+    if not match:
+        return None, None
+    return int(match.group(1)), None if match.group(2) == "*" else int(match.group(2))
 
 
 def _file_of(record: dict, file_kind: str) -> tuple[str, int | None, str]:
@@ -169,8 +186,9 @@ def _file_of(record: dict, file_kind: str) -> tuple[str, int | None, str]:
     entry = files.get(file_kind) or files.get("full") or {}
     if "url" not in entry:
         raise ArchiveError(f"Record {record.get('isic_id')} has no {file_kind!r} file URL.")
-    suffix = PurePosixPath(urlparse(entry["url"]).path).suffix or ".jpg"
-    return entry["url"], entry.get("size"), f"{record['isic_id']}{suffix}"
+    suffix = PurePosixPath(urlparse(entry["url"]).path).suffix.lower()
+    suffix = suffix if suffix in (".jpg", ".jpeg", ".png") else ".jpg"
+    return entry["url"], entry.get("size"), fsutil.safe_name(record["isic_id"]) + suffix
 
 
 def metadata_table(records: Iterable[dict]) -> pd.DataFrame:
@@ -185,9 +203,9 @@ def metadata_table(records: Iterable[dict]) -> pd.DataFrame:
             else:
                 row[key] = value
         rows.append(row)
-    frame = pd.DataFrame(rows)
-    fields = sorted(c for c in frame.columns if c not in ("isic_id", "attribution", "copyright_license"))
-    return frame[["isic_id", "attribution", "copyright_license", *fields]]
+    base = ["isic_id", "attribution", "copyright_license"]
+    frame = pd.DataFrame(rows, columns=None if rows else base)
+    return frame[base + sorted(c for c in frame.columns if c not in base)]
 
 
 def _attributions(records: list[dict]) -> str:
@@ -196,22 +214,21 @@ def _attributions(records: list[dict]) -> str:
     return "\n\n".join(ordered) + "\n"
 
 
-def _search_cached(session: requests.Session, api: str, folder: Path, label: str,
-                   limit: int) -> list[dict]:
-    """The search for one class, from ``search-<label>.json`` when it already holds enough."""
-    query = class_query(label)
-    state_path = folder / f"search-{label}.json"
-    if state_path.is_file():
-        try:
-            state = json.loads(state_path.read_text(encoding="utf-8"))
-            if state["query"] == query and (state["limit"] >= limit or state["exhausted"]):
-                return state["records"][:limit]
-        except (ValueError, KeyError, TypeError):
-            pass  # unreadable state: search again, it is rewritten below
-    records = search(session, api, query, limit)
-    fsutil.write_json_atomic(state_path, {"query": query, "limit": limit, "records": records,
-                                          "exhausted": len(records) < limit})
-    return records
+def _cached_search(folder: Path, label: str, limit: int) -> list[dict] | None:
+    """The last search for one class, if ``search-<label>.json`` holds enough records."""
+    try:
+        state = json.loads((folder / f"search-{label}.json").read_text(encoding="utf-8"))
+        if state["query"] == class_query(label) and (state["limit"] >= limit or state["exhausted"]):
+            return list(state["records"])[:limit]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none yet, or unreadable: search again
+    return None
+
+
+def _missing(records: list[dict], folder: Path, file_kind: str) -> list[tuple[str, int | None, Path]]:
+    """``(url, size, target)`` of each record whose image is not in ``folder`` yet."""
+    wanted = [_file_of(r, file_kind) for r in records]
+    return [(url, size, folder / name) for url, size, name in wanted if not (folder / name).is_file()]
 
 
 def download_classes(api: str, folder: Path, per_class: int, classes: Iterable[str] = CLASSES,
@@ -222,22 +239,21 @@ def download_classes(api: str, folder: Path, per_class: int, classes: Iterable[s
     """
     folder = Path(folder) / file_kind
     folder.mkdir(parents=True, exist_ok=True)
-    cache = folder if any(folder.glob("ISIC_*")) else None  # named in an offline message
+    cached = [_cached_search(folder, label, per_class) for label in classes]
+    records = [r for found in cached if found for r in found]
     session = make_session()
-    checked = False
-    records: list[dict] = []
-    for label in classes:
-        state = folder / f"search-{label}.json"
-        if not checked and not state.is_file():
-            check_reachable(api, cache=cache)
-            checked = True
-        records += _search_cached(session, api, folder, label, per_class)
-
-    wanted = [(r, *_file_of(r, file_kind)) for r in records]
-    missing = [(url, size, folder / name) for _, url, size, name in wanted
-               if not (folder / name).is_file()]
-    if missing and not checked:
-        check_reachable(api, cache=cache)
+    if any(found is None for found in cached) or _missing(records, folder, file_kind):
+        # Something must be fetched, so search afresh: the archive's download links are
+        # signed and expire, and old ones cannot resume an interrupted download.
+        check_reachable(api, cache=folder if any(folder.glob("ISIC_*")) else None)
+        records = []
+        for label in classes:
+            found = search(session, api, class_query(label), per_class)
+            fsutil.write_json_atomic(folder / f"search-{label}.json", {
+                "query": class_query(label), "limit": per_class, "records": found,
+                "exhausted": len(found) < per_class})
+            records += found
+    missing = _missing(records, folder, file_kind)
     failures: list[str] = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS) as pool:
         futures = [pool.submit(download_file, session, url, target, size)

@@ -6,7 +6,8 @@ learner without internet gets a clear message within seconds instead of a long w
 
 from __future__ import annotations
 
-import concurrent.futures
+import queue
+import threading
 
 import requests
 
@@ -24,18 +25,22 @@ def _reason(error: Exception) -> str:
 def probe(url: str, deadline: float = DEADLINE) -> str | None:
     """``None`` if ``url`` answers with success within ``deadline`` seconds, else the reason why not.
 
-    The request runs in a thread so that even a name lookup that hangs (which ``requests``'
-    own timeout does not cover) is given up on time.
+    The request runs in a daemon thread so that even a name lookup that hangs (which
+    ``requests``' own timeout does not cover) is given up on time, and cannot keep the
+    program from exiting afterwards.
     """
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    future = pool.submit(requests.get, url, timeout=(min(5.0, deadline), deadline), stream=True)
+    answers: queue.Queue = queue.Queue()
+
+    def ask() -> None:
+        try:
+            response = requests.get(url, timeout=(min(5.0, deadline), deadline), stream=True)
+            response.close()
+            answers.put(None if response.ok else f"HTTP {response.status_code} from {url}")
+        except requests.RequestException as error:
+            answers.put(_reason(error))
+
+    threading.Thread(target=ask, daemon=True, name="lesionlib-probe").start()
     try:
-        response = future.result(timeout=deadline)
-    except concurrent.futures.TimeoutError:
+        return answers.get(timeout=deadline)
+    except queue.Empty:
         return f"no answer within {deadline:.0f} s"
-    except requests.RequestException as error:
-        return _reason(error)
-    finally:
-        pool.shutdown(wait=False)
-    response.close()
-    return None if response.ok else f"HTTP {response.status_code} from {url}"

@@ -14,6 +14,8 @@ variable                   meaning
 
 Relative paths in these variables are taken relative to ``LESIONLIB_HOME``, so a notebook
 (whose working directory is ``notebooks/``) and ``make`` (run at the root) read them alike.
+``LESIONLIB_HOME`` itself should be absolute (``make`` makes it so); a relative one is taken
+from the current directory.
 """
 
 from __future__ import annotations
@@ -92,6 +94,10 @@ class Settings:
     @property
     def rejected_path(self) -> Path:
         return self.data_dir / "rejected.csv"
+
+    @property
+    def duplicates_path(self) -> Path:
+        return self.data_dir / "duplicates.csv"
 
     @property
     def dataset_info_path(self) -> Path:
@@ -180,6 +186,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 f"Give an existing folder (relative paths start at {home}), "
                 f"'{ISIC_ARCHIVE}' to download, or '{SYNTHETIC}' for generated images."
             )
+        data_dir = (home / "data").resolve()
+        if data_source.is_relative_to(data_dir) or data_dir.is_relative_to(data_source):
+            raise SettingsError(
+                f"LESIONLIB_DATA_SOURCE={source_value!r} overlaps the course's own {data_dir}, "
+                "which notebook 01 rewrites. Point it at a folder outside it (copy your images "
+                "elsewhere first if they are in there).")
 
     backbone = env.get("LESIONLIB_BACKBONE", "").strip() or profile.backbone
     if _resolve(backbone, home).is_dir():  # a local model folder; handles and names stay as given
@@ -190,6 +202,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         data_source=data_source,
         backbone=backbone,
         per_class_limit=profile.per_class_limit,
-        isic_api=env.get("LESIONLIB_ISIC_API", "").strip() or DEFAULT_ISIC_API,
+        isic_api=(env.get("LESIONLIB_ISIC_API", "").strip() or DEFAULT_ISIC_API).rstrip("/") + "/",
         isic_file=profile.isic_file,
     )

@@ -32,13 +32,28 @@ class SourceError(LesionlibError, ValueError):
     """A folder is not a dataset the importers recognise, or its metadata is unusable."""
 
 
+def _image_paths(folder: Path) -> list[Path]:
+    """Image files below ``folder``, sorted, skipping hidden files and folders (``.ipynb_checkpoints``)."""
+    return [path for path in sorted(folder.rglob("*"))
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+            and not any(part.startswith(".") for part in path.relative_to(folder).parts)]
+
+
 def _image_files(folder: Path) -> dict[str, Path]:
-    """Image files below ``folder`` by their stem (``ISIC_0024306`` -> path), sorted by path."""
+    """Image files below ``folder`` by their stem (``ISIC_0024306`` -> path), the first if several."""
     found: dict[str, Path] = {}
-    for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
-            found.setdefault(path.stem, path)
+    for path in _image_paths(folder):
+        found.setdefault(path.stem, path)
     return found
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A metadata CSV as text columns; an unreadable one is a :class:`SourceError` naming it."""
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise SourceError(f"{path} could not be read as a UTF-8 CSV table ({type(error).__name__}: "
+                          f"{error}). Fix or re-export the file.") from None
 
 
 def _frame(rows: Iterable[dict]) -> pd.DataFrame:
@@ -51,7 +66,7 @@ def _frame(rows: Iterable[dict]) -> pd.DataFrame:
 
 def read_isic_download(folder: Path) -> pd.DataFrame:
     """An ISIC download: ``metadata.csv`` (one row per ``isic_id``) and the image files."""
-    metadata = pd.read_csv(folder / "metadata.csv", dtype=str, keep_default_na=False)
+    metadata = _read_csv(folder / "metadata.csv")
     if "isic_id" not in metadata.columns:
         raise SourceError(f"{folder / 'metadata.csv'} has no 'isic_id' column; "
                           "is it an ISIC Archive download (isic image download)?")
@@ -79,7 +94,7 @@ def read_isic_download(folder: Path) -> pd.DataFrame:
 
 def read_ham10000(folder: Path) -> pd.DataFrame:
     """HAM10000 as distributed: ``HAM10000_metadata.csv`` and the ``ISIC_*.jpg`` images."""
-    metadata = pd.read_csv(folder / "HAM10000_metadata.csv", dtype=str, keep_default_na=False)
+    metadata = _read_csv(folder / "HAM10000_metadata.csv")
     missing = {"lesion_id", "image_id", "dx"} - set(metadata.columns)
     if missing:
         raise SourceError(f"{folder / 'HAM10000_metadata.csv'} lacks the columns {sorted(missing)}")
@@ -106,7 +121,7 @@ def _json_row(record: dict, json_path: Path, files: dict[str, Path]) -> dict:
     """One ISIC JSON record, in the archive's API v2 form or its older (v1) form."""
     if "metadata" in record:  # API v2: {"isic_id", "metadata": {"clinical", "acquisition"}}
         image_id = record.get("isic_id") or json_path.stem
-        clinical = record["metadata"].get("clinical", {})
+        clinical = (record["metadata"] or {}).get("clinical") or {}
         diagnosis_1 = clinical.get("diagnosis_1")
         label = class_of_diagnosis_1(diagnosis_1)
         finest = next((clinical.get(f"diagnosis_{i}") for i in range(5, 0, -1)
@@ -114,7 +129,7 @@ def _json_row(record: dict, json_path: Path, files: dict[str, Path]) -> dict:
         license_, attribution = record.get("copyright_license"), record.get("attribution")
     else:  # v1: {"name", "meta": {"clinical": {"benign_malignant", "diagnosis", ...}}}
         image_id = record.get("name") or json_path.stem
-        clinical = record.get("meta", {}).get("clinical", {})
+        clinical = (record.get("meta") or {}).get("clinical") or {}
         finest = clinical.get("diagnosis")
         label = class_of_term(finest) if finest else None
         label = label or class_of_diagnosis_1(clinical.get("benign_malignant"))
@@ -144,23 +159,32 @@ def _folder_license(folder: Path) -> tuple[str | None, str | None]:
         license_ = "CC-0" if "cc0" in head or "creative commons zero" in head else "see LICENSE.txt"
     attribution = None
     if attribution_text.is_file():
-        attribution = attribution_text.read_text(errors="replace").strip().splitlines()[0].strip()
+        lines = attribution_text.read_text(errors="replace").strip().splitlines()
+        attribution = lines[0].strip() if lines else None
     return license_, attribution
 
 
+def _is_record(data: object) -> bool:
+    return isinstance(data, dict) and bool({"isic_id", "name"} & set(data)) and bool(
+        {"metadata", "meta"} & set(data))
+
+
 def read_isic_json(folder: Path) -> pd.DataFrame:
-    """ISIC Archive JSON records (``<isic_id>.json``) beside their images."""
+    """ISIC Archive JSON records (``<isic_id>.json``, one per image) beside their images.
+
+    Other JSON files in the folder (anything that is not such a record) are ignored.
+    """
     files = _image_files(folder)
     license_, attribution = _folder_license(folder)
     rows = []
-    for json_path in sorted(folder.rglob("*.json")):
+    for json_path in sorted(folder.glob("*.json")):
         try:
             record = json.loads(json_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise SourceError(f"{json_path}: not a readable JSON record ({error}); "
                               "fix or remove the file") from None
-        if not isinstance(record, dict):
-            raise SourceError(f"{json_path}: expected one JSON object per image")
+        if not _is_record(record):
+            continue
         row = _json_row(record, json_path, files)
         row["license"] = row["license"] or license_
         row["attribution"] = row["attribution"] or attribution
@@ -175,9 +199,10 @@ def _class_root(folder: Path) -> Path:
 def read_class_folders(folder: Path) -> pd.DataFrame:
     """Plain class folders: ``[train/]<class>/<image>``, any image file type."""
     rows = []
-    for class_dir in sorted(p for p in _class_root(folder).iterdir() if p.is_dir()):
+    for class_dir in sorted(p for p in _class_root(folder).iterdir()
+                            if p.is_dir() and not p.name.startswith(".")):
         label = class_of_diagnosis_1(class_dir.name)
-        for path in _image_files(class_dir).values():
+        for path in _image_paths(class_dir):
             rows.append({"image_id": path.stem, "source_path": path, "label": label,
                          "diagnosis": class_dir.name})
     return _frame(rows)

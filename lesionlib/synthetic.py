@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from .taxonomy import CLASSES
 
-VERSION = 1  # bump when the drawings change, so cached sets are regenerated
+VERSION = 2  # bump when the drawings change, so cached sets are regenerated
 SIZE = 96
 PER_CLASS = 28
 
@@ -67,17 +67,18 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def _odd_forms(image: Image.Image) -> list[tuple[str, bytes]]:
-    """The same picture in the modes that import must convert to upright RGB."""
-    rotated = image.transpose(Image.Transpose.ROTATE_270)  # stored on its side...
+def _odd_forms(rng: np.random.Generator) -> list[tuple[str, bytes]]:
+    """Pictures stored in the modes that import must convert to upright RGB (one each)."""
+    pictures = [draw_lesion("benign", rng) for _ in range(6)]
+    rotated = pictures[5].transpose(Image.Transpose.ROTATE_270)  # stored on its side...
     exif = Image.Exif()
     exif[0x0112] = 8  # ...with the EXIF tag that tells viewers to rotate it back upright
-    sixteen = (np.asarray(image.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    sixteen = (np.asarray(pictures[4].convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
     return [
-        ("grayscale", _png(image.convert("L"))),
-        ("palette", _png(image.convert("P", palette=Image.Palette.ADAPTIVE))),
-        ("cmyk", _jpeg(image.convert("CMYK"))),
-        ("rgba", _png(image.convert("RGBA"))),
+        ("grayscale", _png(pictures[0].convert("L"))),
+        ("palette", _png(pictures[1].convert("P", palette=Image.Palette.ADAPTIVE))),
+        ("cmyk", _jpeg(pictures[2].convert("CMYK"))),
+        ("rgba", _png(pictures[3].convert("RGBA"))),
         ("16bit", _png(Image.fromarray(sixteen))),
         ("exif-rotated", _jpeg(rotated, exif=exif)),
     ]
@@ -102,9 +103,21 @@ def generate(folder: Path, seed: int = 42, per_class: int = PER_CLASS) -> Path:
     wanted = f"synthetic v{VERSION} seed={seed} per_class={per_class}\n"
     if stamp.is_file() and stamp.read_text() == wanted:
         return folder
-    rng = np.random.default_rng(seed)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".synthetic-"))
+    try:
+        _write_set(staging, seed, per_class, wanted)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if folder.exists():
+        shutil.rmtree(folder)
+    staging.rename(folder)
+    return folder
+
+
+def _write_set(staging: Path, seed: int, per_class: int, stamp: str) -> None:
+    rng = np.random.default_rng(seed)
     rows: list[dict] = []
 
     def add(name: str, suffix: str, data: bytes | None, label: str, lesion: str, patient: str) -> None:
@@ -129,12 +142,11 @@ def generate(folder: Path, seed: int = 42, per_class: int = PER_CLASS) -> Path:
                 number += 1
                 add(f"SYN_{number:05d}", ".jpg", _jpeg(draw_lesion(label, rng)), label, lesion, patient)
 
-    sample = draw_lesion("benign", rng)
-    for form, data in _odd_forms(sample):
+    for form, data in _odd_forms(rng):
         number += 1
         add(f"SYN_{number:05d}_{form}", ".png" if data[:4] == b"\x89PNG" else ".jpg",
             data, "benign", f"SYN_L_odd_{form}", "SYN_P_900")
-    for kind, suffix, data in _broken_files(_jpeg(sample)):
+    for kind, suffix, data in _broken_files(_jpeg(draw_lesion("benign", rng))):
         number += 1
         add(f"SYN_{number:05d}_{kind}", suffix, data, "benign", f"SYN_L_bad_{kind}", "SYN_P_901")
     first = rows[0]["isic_id"]
@@ -149,8 +161,4 @@ def generate(folder: Path, seed: int = 42, per_class: int = PER_CLASS) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     (staging / "attribution.txt").write_text("lesion-course synthetic images (generated, CC-0)\n")
-    (staging / ".complete").write_text(wanted)
-    if folder.exists():
-        shutil.rmtree(folder)
-    staging.rename(folder)
-    return folder
+    (staging / ".complete").write_text(stamp)

@@ -19,6 +19,7 @@ import pandas as pd
 from . import fsutil
 from .features import Bottlenecks
 from .taxonomy import CLASSES
+from .tfutil import import_tensorflow
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ def class_weights(y: np.ndarray) -> dict[int, float]:
 
 def build_head(x_train: np.ndarray, config: HeadConfig):
     """Normalization (fitted on ``x_train``) -> dropout -> softmax over the three classes."""
+    import_tensorflow()
     import keras
 
     normalize = keras.layers.Normalization(name="standardize")
@@ -92,6 +94,7 @@ def build_head(x_train: np.ndarray, config: HeadConfig):
 def train_head(train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray, np.ndarray],
                config: HeadConfig = HeadConfig()) -> TrainedHead:
     """Fit the head; repeatable for a seed; stops early and keeps the best validation weights."""
+    tf = import_tensorflow()
     import keras
 
     keras.utils.set_random_seed(config.seed)
@@ -102,9 +105,15 @@ def train_head(train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarra
     model = build_head(x_train, config)
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
                                          restore_best_weights=True)
-    fitted = model.fit(x_train, y_train, validation_data=validation, epochs=epochs,
-                       batch_size=config.batch_size, verbose=0, callbacks=[stop],
-                       class_weight=class_weights(y_train) if config.class_weighting else None)
+    # Datasets built once, with the class weights as per-image weights: Keras's own
+    # `class_weight` and NumPy inputs cost it ~80 ms of overhead per epoch, this ~20 ms.
+    weights = class_weights(y_train) if config.class_weighting else dict.fromkeys(range(len(CLASSES)), 1.0)
+    per_image = np.array([weights[label] for label in y_train], dtype=np.float32)
+    batches = (tf.data.Dataset.from_tensor_slices((x_train, y_train, per_image)).cache()
+               .shuffle(len(x_train), seed=config.seed).batch(config.batch_size))
+    checks = tf.data.Dataset.from_tensor_slices(validation).batch(4096).cache()
+    fitted = model.fit(batches, validation_data=checks, epochs=epochs, shuffle=False,
+                       verbose=0, callbacks=[stop])
     history = pd.DataFrame(fitted.history).rename_axis("epoch")
     history.index += 1
     return TrainedHead(model, history, config, int(history["val_loss"].idxmin()))
@@ -148,6 +157,7 @@ def save_head(trained: TrainedHead, folder: Path, record: dict) -> Path:
 
 def load_head(folder: Path):
     """The saved head model and its record (``training.json``)."""
+    import_tensorflow()
     import keras
 
     folder = Path(folder)

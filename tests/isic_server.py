@@ -30,6 +30,8 @@ class Faults:
     drop_once: set[str] = field(default_factory=set)  # isic_ids: first GET stops half-way
     always_short: set[str] = field(default_factory=set)  # isic_ids: every answer is cut short
     unavailable_once: set[str] = field(default_factory=set)  # isic_ids: first GET answers 503
+    ignore_range: set[str] = field(default_factory=set)  # isic_ids: Range ignored, whole file sent
+    portal: bool = False  # every search answers an HTML page, as a Wi-Fi login page does
 
 
 class FakeArchive:
@@ -105,6 +107,10 @@ class FakeArchive:
                 url = urlparse(self.path)
                 with archive._lock:
                     archive.requests[url.path] += 1
+                if url.path.endswith("/images/search/") and archive.faults.portal:
+                    self._send(200, b"<html>Please log in to the Wi-Fi</html>",
+                               {"Content-Type": "text/html"})
+                    return
                 if url.path.endswith("/images/search/"):
                     params = {k: v[0] for k, v in parse_qs(url.query).items()}
                     body = archive._search(params.get("query", ""), int(params.get("limit", 100)),
@@ -126,6 +132,8 @@ class FakeArchive:
                     return
                 data, start = image.data, 0
                 range_header = self.headers.get("Range")
+                if isic_id in archive.faults.ignore_range:
+                    range_header = None
                 if range_header:
                     start = int(re.match(r"bytes=(\d+)-", range_header).group(1))
                     if start >= len(data):

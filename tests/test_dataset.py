@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,6 +38,16 @@ def test_smoke_set_is_checked_converted_and_laid_out(smoke):
     assert built.manifest["sha256"].is_unique
 
 
+def test_duplicates_are_listed_beside_the_kept_image(smoke):
+    settings, built = smoke
+    duplicates = dataset.load_duplicates(settings)
+    assert duplicates.to_dict("records") == [{
+        "image_id": "SYN_00096_duplicate", "label": "benign", "lesion_id": "SYN_L_dup",
+        "kept": "SYN_00001", "kept_label": "benign", "kept_lesion_id": "SYN_L_b001",
+        "kept_in_use": True}]
+    assert built.duplicates.equals(duplicates)
+
+
 def test_manifest_files_are_written_and_reloaded(smoke):
     settings, built = smoke
     stored = pd.read_csv(settings.manifest_path)
@@ -42,8 +55,9 @@ def test_manifest_files_are_written_and_reloaded(smoke):
     assert stored["path"].str.startswith("train/").all()  # relative: the home can move
     reloaded = dataset.load_manifest(settings)
     assert reloaded["path"].tolist() == built.manifest["path"].tolist()
-    info = json.loads(settings.dataset_info_path.read_text())
+    info = dataset.dataset_info(settings)
     assert info["counts"] == built.manifest["label"].value_counts().to_dict()
+    assert info["available"] == built.available.to_dict() == info["counts"]  # all under the cap
     assert len(pd.read_csv(settings.rejected_path)) == len(built.rejected) == info["rejected"]
 
 
@@ -56,15 +70,87 @@ def test_rerun_places_nothing_again(smoke, monkeypatch):
     assert again.manifest.equals(built.manifest)
 
 
-def test_a_changed_source_image_is_placed_again(smoke):
+def test_a_changed_source_image_is_placed_again(smoke, tmp_path):
     settings, built = smoke
     row = built.manifest.iloc[0]
-    replacement = synthetic.draw_lesion("malignant", np.random.default_rng(7))
-    replacement.save(row.original_path, "JPEG")
+    replacement = tmp_path / "replacement.jpg"
+    synthetic.draw_lesion("malignant", np.random.default_rng(7)).save(replacement, "JPEG")
+    os.replace(replacement, row.original_path)  # a new file under the old name
     again = dataset.prepare(settings, progress=False)
     new_row = again.manifest.set_index("image_id").loc[row.image_id]
     assert new_row["sha256"] != row.sha256
     assert images.sha256_of(new_row["path"]) == new_row["sha256"]
+
+
+def test_every_manifest_hash_is_the_hash_of_the_file_in_train(smoke):
+    _, built = smoke
+    for row in built.manifest.itertuples():
+        assert images.sha256_of(row.path) == row.sha256
+    converted = built.manifest[built.manifest["sha256"] != built.manifest["source_sha256"]]
+    assert len(converted) == 6  # the grayscale, palette, CMYK, RGBA, 16-bit and rotated ones
+
+
+def test_editing_a_file_in_train_never_touches_the_original(smoke):
+    _, built = smoke
+    row = built.manifest.iloc[0]
+    before = Path(row.original_path).read_bytes()
+    Path(row.path).write_bytes(b"edited")
+    assert Path(row.original_path).read_bytes() == before
+
+
+def test_an_interrupted_rebuild_is_repaired_by_the_next_one(smoke, make_settings, cc0_sample,
+                                                             monkeypatch):
+    settings, built = smoke
+    other = make_settings(data_source=cc0_sample, profile="smoke")
+    real_place, count = dataset._place, {"n": 0}
+
+    def place_then_crash(checked, target):
+        count["n"] += 1
+        if count["n"] > 5:
+            raise KeyboardInterrupt
+        return real_place(checked, target)
+
+    monkeypatch.setattr(dataset, "_place", place_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        dataset.prepare(other, progress=False)
+    with pytest.raises(dataset.ManifestError):  # no manifest vouches for a half-built train/
+        dataset.load_manifest(settings)
+    monkeypatch.setattr(dataset, "_place", real_place)
+    rebuilt = dataset.prepare(settings, progress=False)
+    for row in rebuilt.manifest.itertuples():
+        assert images.sha256_of(row.path) == row.sha256
+
+
+def test_a_source_with_no_usable_image_is_a_clear_error(make_settings, tmp_path):
+    source = tmp_path / "broken"
+    (source / "benign").mkdir(parents=True)
+    (source / "benign" / "a.jpg").write_bytes(b"")
+    (source / "malignant").mkdir()
+    (source / "malignant" / "b.jpg").write_text("not a picture")
+    settings = make_settings(data_source=source)
+    with pytest.raises(dataset.ManifestError, match="No usable image") as raised:
+        dataset.prepare(settings, progress=False)
+    assert str(settings.rejected_path) in str(raised.value)
+    assert len(dataset.pd.read_csv(settings.rejected_path)) == 2
+
+
+def test_same_name_in_two_class_folders_keeps_both(make_settings, tmp_path, cc0_sample):
+    source = tmp_path / "folders"
+    for label, picture in (("benign", "ISIC_0000000"), ("malignant", "ISIC_0000001")):
+        (source / label).mkdir(parents=True)
+        shutil.copy(cc0_sample / f"{picture}.jpg", source / label / "x.jpg")
+    Image.open(cc0_sample / "ISIC_0000003.jpg").save(source / "benign" / "x.png")
+    built = dataset.prepare(make_settings(data_source=source), progress=False)
+    assert len(built.manifest) == 3
+    assert built.manifest["path"].map(lambda p: p.name).is_unique
+    for row in built.manifest.itertuples():
+        assert images.sha256_of(row.path) == row.sha256 and row.label in row.path.parts
+
+
+def test_a_source_inside_data_is_refused(make_settings, smoke):
+    settings, _ = smoke
+    with pytest.raises(dataset.LesionlibError, match="overlaps"):
+        make_settings(data_source=settings.train_dir)
 
 
 def test_load_manifest_refuses_other_settings(smoke, make_settings, cc0_sample):
@@ -118,6 +204,7 @@ def test_ham10000_workshop_import(ham10000, make_settings):
     built = dataset.prepare(settings, progress=False)
     counts = built.manifest["label"].value_counts().to_dict()
     assert counts == {"benign": 500, "malignant": 500, "indeterminate": 327}
+    assert built.available.to_dict() == {"benign": 8061 - 2, "indeterminate": 327, "malignant": 1627}
     assert set(built.rejected["reason"]) == {images.DUPLICATE}  # HAM10000 has exact duplicates
     assert built.manifest["width"].eq(200).all() and built.manifest["height"].eq(150).all()
     assert len(list(settings.train_dir.glob("*/*.jpg"))) == len(built.manifest)

@@ -12,9 +12,10 @@ from lesionlib import dataset, explore, notebook
 
 def test_class_balance_lists_every_class_even_when_empty():
     manifest = pd.DataFrame({"label": ["benign"] * 3 + ["malignant"]})
-    table = explore.class_balance(manifest)
-    assert table["images"].to_dict() == {"benign": 3, "indeterminate": 0, "malignant": 1}
+    table = explore.class_balance(manifest, {"benign": 30, "malignant": 1})
+    assert table["in use"].to_dict() == {"benign": 3, "indeterminate": 0, "malignant": 1}
     assert table["share"].to_dict() == {"benign": 0.75, "indeterminate": 0.0, "malignant": 0.25}
+    assert table["in the source"].to_dict() == {"benign": 30, "indeterminate": 0, "malignant": 1}
 
 
 def test_images_per_group_counts_groups_by_size():
@@ -58,7 +59,7 @@ def test_figures_cope_with_missing_classes_and_metadata(awkward):
     settings, manifest, rejected = awkward
     stats = explore.colour_statistics(manifest)
     figures = {
-        "balance": explore.class_balance_figure(manifest),
+        "balance": explore.class_balance_figure(explore.class_balance(manifest)),
         "samples": explore.sample_grid_figure(manifest, per_class=4),
         "sizes": explore.size_figure(manifest),
         "metadata": explore.metadata_figure(manifest),
@@ -72,8 +73,7 @@ def test_figures_cope_with_missing_classes_and_metadata(awkward):
     assert len(figures["samples"].axes) == 2 * 4  # two classes present
 
 
-def test_duplicate_pairs_name_the_kept_image(awkward):
-    settings, _, rejected = awkward
-    pairs = explore.duplicate_pairs(rejected, dataset.load_manifest(settings))
-    assert len(pairs) == 1
-    assert pairs.loc[0, "kept"] == "SYN_00001" and pairs.loc[0, "kept label"] == "benign"
+def test_size_figure_says_when_all_images_have_one_size(awkward):
+    _, manifest, _ = awkward
+    figure = explore.size_figure(manifest)
+    assert figure.axes[0].get_title() == f"All {len(manifest)} images are 96 x 96"

@@ -82,6 +82,53 @@ def test_interrupted_part_file_is_completed_on_the_next_run(archive, tmp_path):
     assert (image.isic_id, "bytes=1000-") in archive.ranges
 
 
+def test_a_server_that_ignores_range_gets_the_whole_file_again(archive, tmp_path):
+    image = archive.images[0]
+    folder = tmp_path / "isic" / "thumbnail_256"
+    folder.mkdir(parents=True)
+    (folder / f"{image.isic_id}.jpg.part").write_bytes(image.data[:1000])
+    archive.faults.ignore_range.add(image.isic_id)
+    _download(archive, tmp_path / "isic", per_class=1)
+    assert (folder / f"{image.isic_id}.jpg").read_bytes() == image.data
+    assert archive.requests[f"/thumbnails/{image.isic_id}.jpg"] == 1  # no append, no retry
+
+
+def test_a_complete_part_file_is_finished_without_fetching(archive, tmp_path):
+    image = archive.images[0]
+    folder = tmp_path / "isic" / "thumbnail_256"
+    folder.mkdir(parents=True)
+    (folder / f"{image.isic_id}.jpg.part").write_bytes(image.data)
+    _download(archive, tmp_path / "isic", per_class=1)
+    assert (folder / f"{image.isic_id}.jpg").read_bytes() == image.data
+    assert archive.requests[f"/thumbnails/{image.isic_id}.jpg"] == 0
+
+
+def test_a_part_file_longer_than_the_image_starts_again(archive, tmp_path):
+    image = archive.images[0]
+    folder = tmp_path / "isic" / "thumbnail_256"
+    folder.mkdir(parents=True)
+    (folder / f"{image.isic_id}.jpg.part").write_bytes(image.data + b"junk from elsewhere")
+    _download(archive, tmp_path / "isic", per_class=1)
+    assert (folder / f"{image.isic_id}.jpg").read_bytes() == image.data
+
+
+def test_a_login_page_instead_of_the_api_is_a_clear_error(archive, tmp_path):
+    archive.faults.portal = True
+    with pytest.raises(isic_archive.ArchiveError, match="Wi-Fi login page"):
+        _download(archive, tmp_path / "isic", per_class=2)
+
+
+def test_a_missing_image_is_fetched_with_a_fresh_search(archive, tmp_path):
+    folder = _download(archive, tmp_path / "isic", per_class=3)
+    victim = next(folder.glob("ISIC_*.jpg"))
+    victim.unlink()
+    searches = archive.requests["/api/v2/images/search/"]
+    _download(archive, tmp_path / "isic", per_class=3)
+    assert victim.is_file()
+    assert archive.requests["/api/v2/images/search/"] > searches  # new, unexpired links
+    assert archive.requests[f"/thumbnails/{victim.name}"] == 2
+
+
 def test_rerun_downloads_nothing_and_needs_no_network(archive, tmp_path):
     first = _download(archive, tmp_path / "isic", per_class=3)
     before = sum(archive.requests.values())

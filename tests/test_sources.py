@@ -99,3 +99,29 @@ def test_metadata_without_isic_id_is_refused(tmp_path):
     (tmp_path / "metadata.csv").write_text("name,diagnosis\nx,nevus\n")
     with pytest.raises(sources.SourceError, match="isic_id"):
         sources.read_source(tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"", "isic_id,diagnosis_1\nISIC_1,B\xe9nin\n".encode("cp1252")])
+def test_an_unreadable_metadata_csv_names_the_file(tmp_path, content):
+    (tmp_path / "metadata.csv").write_bytes(content)
+    with pytest.raises(sources.SourceError, match="metadata.csv could not be read"):
+        sources.read_source(tmp_path)
+
+
+def test_odd_json_files_are_handled(tmp_path, cc0_sample):
+    shutil.copy(cc0_sample / "ISIC_0000000.jpg", tmp_path / "ISIC_0000000.jpg")
+    (tmp_path / "ISIC_0000000.json").write_text(json.dumps(
+        {"name": "ISIC_0000000", "meta": None}))  # a record without metadata
+    (tmp_path / "notes.json").write_text(json.dumps(["not", "a", "record"]))
+    (tmp_path / "ATTRIBUTION.txt").write_text("\n")
+    layout, frame = sources.read_source(tmp_path)
+    assert layout == "isic-json" and len(frame) == 1
+    assert pd.isna(frame["label"].iloc[0]) and pd.isna(frame["attribution"].iloc[0])
+
+
+def test_hidden_folders_are_skipped(tmp_path, cc0_sample):
+    for folder in ("benign", "benign/.ipynb_checkpoints"):
+        (tmp_path / folder).mkdir(parents=True)
+        shutil.copy(cc0_sample / "ISIC_0000000.jpg", tmp_path / folder / "a.jpg")
+    _, frame = sources.read_source(tmp_path)
+    assert len(frame) == 1
