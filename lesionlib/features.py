@@ -37,9 +37,9 @@ MAX_SHARDS = 32  # more than this and the shards are merged into one on the next
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How an image becomes the network's input. Part of the cache key."""
+    """How an image becomes the network's input: the whole image resized to the network's
+    square input, as the original ``retrain.py`` did. Part of the cache key."""
 
-    resize: str = "squash"  # the whole image resized to a square, as the original retrain.py did
     method: str = "bilinear"
     antialias: bool = True
 

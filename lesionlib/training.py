@@ -26,14 +26,17 @@ from .tfutil import import_tensorflow
 class HeadConfig:
     """The knobs of head training. ``steps`` (if set) counts batches, as ``retrain.py`` did."""
 
-    # Strong regularisation: with about a thousand training images and 1,280 features per
-    # image, the head overfits within a few epochs otherwise (measured on HAM10000).
+    # Strong regularisation: with about a thousand training images and 1,280 features each,
+    # the head otherwise overfits within a few epochs. Chosen by validation balanced accuracy
+    # over four grouped splits of HAM10000 (workshop profile, shared MobileNet V2), from
+    # learning rates 3e-4/1e-3, L2 0.01-1 and dropout 0.5-0.8: 0.678 here against 0.638 for
+    # the mildest setting (0.5 dropout, L2 0.01).
     learning_rate: float = 3e-4
     epochs: int = 300
     steps: int | None = None  # e.g. 4000, the original's default; overrides ``epochs``
     batch_size: int = 64
-    dropout: float = 0.5
-    l2: float = 1e-2
+    dropout: float = 0.8
+    l2: float = 0.3
     class_weighting: bool = True
     patience: int = 20  # epochs without a better validation loss before stopping
     seed: int = 42
