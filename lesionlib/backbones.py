@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,7 +141,9 @@ def load(settings: Settings) -> Backbone:
 
         return Backbone(spec, "builtin:tiny:v1", TinyFeatures(spec.input_size))
 
-    import tensorflow_hub as hub
+    with warnings.catch_warnings():  # tensorflow-hub 0.16.1 still imports pkg_resources
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        import tensorflow_hub as hub
 
     if spec.handle.startswith(("https://", "http://")):
         os.environ["TFHUB_CACHE_DIR"] = str(settings.tfhub_cache_dir)
@@ -157,7 +160,7 @@ def load(settings: Settings) -> Backbone:
                     "stand-in network.")
         identity = spec.handle
     else:
-        identity = f"{Path(spec.handle).name}:{_folder_fingerprint(Path(spec.handle))}"
+        identity = f"folder:{_folder_fingerprint(Path(spec.handle))}"  # a renamed copy still hits
     try:
         model = hub.load(spec.handle)
     except (OSError, ValueError, tf.errors.OpError) as error:

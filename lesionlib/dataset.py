@@ -73,7 +73,7 @@ def _inspect_all(paths: list[Path], max_pixels: int, progress: bool) -> list:
     # Decoding releases the GIL, so a few threads keep both cores busy.
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         results = pool.map(lambda p: images.inspect_image(p, max_pixels), paths)
-        return list(tqdm(results, total=len(paths), desc="checking images", disable=not progress))
+        return list(tqdm(results, total=len(paths), desc="checking images", disable=not progress, mininterval=2))
 
 
 def _group_order(key: str, seed: int) -> str:
@@ -188,7 +188,7 @@ def build_manifest(candidates: pd.DataFrame, settings: Settings, source: str, la
         stale.unlink(missing_ok=True)
     hashes = []
     for rel, image_id, source_sha in tqdm(list(zip(frame["path"], frame["image_id"], frame["source_sha256"])),
-                                          desc="laying out", disable=not progress):
+                                          desc="laying out", disable=not progress, mininterval=2):
         target = settings.data_dir / rel
         previous = placed.get(rel)
         if previous and previous[0] == source_sha and target.is_file():

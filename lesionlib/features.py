@@ -5,8 +5,9 @@ batched, while the network works on the previous batch (``prefetch``).
 
 The cache lives in ``data/cache/bottlenecks/<key>/``, where ``<key>`` is a hash of the
 backbone's identity (its handle, or a hash of a local model folder's files) and of the
-preprocessing. Inside, entries are found by the **image's content hash**, so a renamed or
-moved image still hits the cache while a changed image, backbone or preprocessing misses it.
+preprocessing. Inside, entries are found by the **image's content hash**, computed from the
+file's bytes at extraction time, so a renamed or moved image still hits the cache while a
+changed image, backbone or preprocessing misses it.
 Entries are stored in ``.npz`` shards, each written atomically; an interrupted run keeps the
 shards it finished. A corrupt or truncated shard (its zip checksums no longer match) is
 reported, removed and its entries computed again.
@@ -21,13 +22,14 @@ import uuid
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm  # plain text: it stays readable in executed notebooks
 
-from . import fsutil
-from .backbones import Backbone
+from . import fsutil, images
+from .backbones import REGISTRY, Backbone
 from .tfutil import import_tensorflow
 
 FORMAT = 1  # bump when the stored layout changes: old caches are then simply not found
@@ -70,7 +72,7 @@ class Bottlenecks:
     copy: np.ndarray  # 0: the image itself; k: its k-th augmented copy
     computed: int = 0  # rows the network computed in this call
     reused: int = 0  # rows found in the cache
-    failed: pd.DataFrame = field(default_factory=pd.DataFrame)  # image_id, path, reason
+    failed: pd.DataFrame = field(default_factory=pd.DataFrame)  # image_id, copy, path, reason
     repaired: list[str] = field(default_factory=list)  # cache problems found and fixed
 
     def summary(self) -> str:
@@ -88,7 +90,8 @@ def cache_key(backbone: Backbone, preprocessing: Preprocessing) -> str:
                    "input_size": backbone.spec.input_size,
                    "value_range": list(backbone.spec.value_range), **asdict(preprocessing)}
     text = json.dumps(description, sort_keys=True)
-    return f"{backbone.spec.name[:40].replace('/', '_')}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    label = backbone.spec.name if backbone.spec.name in REGISTRY else "model"  # for people only
+    return f"{label}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 class BottleneckCache:
@@ -108,7 +111,9 @@ class BottleneckCache:
                     ids, features = stored["ids"], stored["features"]
                 if features.ndim != 2 or len(ids) != len(features) or not np.isfinite(features).all():
                     raise ValueError("inconsistent contents")
-            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            except FileNotFoundError:  # merged away by another run meanwhile
+                continue
+            except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
                 problems.append(f"{shard.name} was corrupt ({error}); its entries are recomputed")
                 shard.unlink(missing_ok=True)
                 continue
@@ -178,65 +183,80 @@ def _seed(sha256: str, augmentation_seed: int, copy: int) -> list[int]:
     return [int(sha256[:8], 16) ^ augmentation_seed, copy]
 
 
+class _Row(NamedTuple):
+    index: object  # the manifest index of the image
+    copy: int  # 0: the image itself; k: its k-th augmented copy
+    entry: str  # the cache id: the file's content hash (plus the copy for augmented ones)
+    path: str
+    seed: list[int]
+
+
+def _rows(manifest: pd.DataFrame, augmentation: Augmentation | None) -> tuple[list[_Row], list[dict]]:
+    """One row per image and copy, keyed by the hash of the file as it is now, and the
+    images that cannot be read at all."""
+    rows, unreadable = [], []
+    for index, image_id, path in zip(manifest.index, manifest["image_id"], manifest["path"]):
+        try:
+            sha = images.sha256_of(Path(path))  # the bytes now, not what the manifest remembers
+        except OSError as error:
+            unreadable.append({"image_id": image_id, "copy": 0, "path": str(path),
+                               "reason": f"unreadable file ({error.strerror or error})"})
+            continue
+        rows.append(_Row(index, 0, sha, str(path), _seed(sha, 0, 0)))
+        for copy in range(1, (augmentation.copies if augmentation else 0) + 1):
+            rows.append(_Row(index, copy, augmentation.entry(sha, copy), str(path),
+                             _seed(sha, augmentation.seed, copy)))
+    return rows, unreadable
+
+
 def extract(manifest: pd.DataFrame, backbone: Backbone, cache_root: Path, *,
             augmentation: Augmentation | None = None, preprocessing: Preprocessing = Preprocessing(),
             batch_size: int = 32, progress: bool = True) -> Bottlenecks:
     """Bottlenecks of every manifest image (and its augmented copies), from the cache when possible."""
-    copies = augmentation.copies if augmentation else 0
-    rows = []  # (manifest index, copy, entry id, path, seed)
-    for index, sha, path in zip(manifest.index, manifest["sha256"], manifest["path"]):
-        rows.append((index, 0, sha, str(path), _seed(sha, 0, 0)))
-        for copy in range(1, copies + 1):
-            rows.append((index, copy, augmentation.entry(sha, copy), str(path),
-                         _seed(sha, augmentation.seed, copy)))
+    rows, failed = _rows(manifest, augmentation)
     cache = BottleneckCache(Path(cache_root) / cache_key(backbone, preprocessing))
     known, repaired = cache.read()
-    todo = list(dict.fromkeys(r[2] for r in rows if r[2] not in known))  # unique entries
-    first_row = {}
-    for row in rows:
-        first_row.setdefault(row[2], row)
-    computed_ids = _compute(backbone, cache, [first_row[e] for e in todo], preprocessing,
-                            batch_size, progress, known)
+    todo = list({row.entry: row for row in rows if row.entry not in known}.values())  # unique
+    computed = _compute(backbone, cache, todo, preprocessing, batch_size, progress, known)
 
-    kept = [r for r in rows if r[2] in known]
-    missing = {r[2] for r in rows} - set(known)
-    failed = pd.DataFrame(
-        [{"image_id": manifest.at[r[0], "image_id"], "path": r[3],
-          "reason": "missing file" if not Path(r[3]).is_file() else "could not be decoded"}
-         for r in rows if r[2] in missing and r[1] == 0],
-        columns=["image_id", "path", "reason"])
-    dim = backbone.feature_dim
-    features = (np.stack([known[r[2]] for r in kept]).astype(np.float32) if kept
-                else np.zeros((0, dim), np.float32))
-    return Bottlenecks(features, pd.Index([r[0] for r in kept]), np.array([r[1] for r in kept]),
-                       computed=sum(1 for r in kept if r[2] in computed_ids),
-                       reused=sum(1 for r in kept if r[2] not in computed_ids),
-                       failed=failed, repaired=repaired)
+    kept = [row for row in rows if row.entry in known]
+    failed += [{"image_id": manifest.at[row.index, "image_id"], "copy": row.copy,
+                "path": row.path, "reason": "could not be decoded"}
+               for row in rows if row.entry not in known]
+    features = (np.stack([known[row.entry] for row in kept]).astype(np.float32) if kept
+                else np.zeros((0, backbone.feature_dim), np.float32))
+    return Bottlenecks(features, pd.Index([row.index for row in kept]),
+                       np.array([row.copy for row in kept], dtype=int),
+                       computed=sum(row.entry in computed for row in kept),
+                       reused=sum(row.entry not in computed for row in kept),
+                       failed=pd.DataFrame(failed, columns=["image_id", "copy", "path", "reason"]),
+                       repaired=repaired)
 
 
-def _compute(backbone: Backbone, cache: BottleneckCache, todo: list[tuple], preprocessing,
+def _compute(backbone: Backbone, cache: BottleneckCache, todo: list[_Row], preprocessing,
              batch_size: int, progress: bool, known: dict[str, np.ndarray]) -> set[str]:
-    """Run the network on ``todo`` rows; store results in ``known`` and in cache shards."""
+    """Run the network on ``todo``; store results in ``known`` and, every :data:`SHARD_ROWS`
+    and on the way out (even when interrupted), in cache shards."""
     if not todo:
         return set()
-    pipeline = image_pipeline([r[3] for r in todo], np.array([r[4] for r in todo]),
+    pipeline = image_pipeline([row.path for row in todo], np.array([row.seed for row in todo]),
                               backbone.spec.input_size, backbone.spec.value_range,
                               preprocessing, batch_size)
-    pending_ids: list[str] = []
-    pending: list[np.ndarray] = []
+    pending: dict[str, np.ndarray] = {}
     done: set[str] = set()
-    with tqdm(total=len(todo), desc="bottlenecks", unit="img", disable=not progress) as bar:
-        for positions, images in pipeline:
-            vectors = np.asarray(backbone(images), dtype=np.float32)
-            for position, vector in zip(positions.numpy(), vectors):
-                entry = todo[position][2]
-                known[entry] = vector
-                pending_ids.append(entry)
-                pending.append(vector)
-                done.add(entry)
-            if len(pending_ids) >= SHARD_ROWS:
-                cache.write(pending_ids, np.stack(pending))
-                pending_ids, pending = [], []
-            bar.update(len(vectors))
-    cache.write(pending_ids, np.stack(pending) if pending else np.zeros((0, 1)))
+    try:
+        with tqdm(total=len(todo), desc="bottlenecks", unit="img", disable=not progress, mininterval=2) as bar:
+            for positions, batch in pipeline:
+                vectors = np.asarray(backbone(batch), dtype=np.float32)
+                for position, vector in zip(positions.numpy(), vectors):
+                    entry = todo[position].entry
+                    known[entry] = pending[entry] = vector
+                    done.add(entry)
+                if len(pending) >= SHARD_ROWS:
+                    cache.write(list(pending), np.stack(list(pending.values())))
+                    pending = {}
+                bar.update(len(vectors))
+    finally:
+        if pending:
+            cache.write(list(pending), np.stack(list(pending.values())))
     return done

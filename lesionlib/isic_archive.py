@@ -259,7 +259,7 @@ def download_classes(api: str, folder: Path, per_class: int, classes: Iterable[s
         futures = [pool.submit(download_file, session, url, target, size)
                    for url, size, target in missing]
         for future in tqdm(concurrent.futures.as_completed(futures), total=len(futures),
-                           desc="downloading", disable=not progress or not futures):
+                           desc="downloading", disable=not progress or not futures, mininterval=2):
             try:
                 future.result()
             except ArchiveError as error:

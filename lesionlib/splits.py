@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import PurePath
 
 import numpy as np
 import pandas as pd
@@ -46,8 +47,17 @@ def groups(manifest: pd.DataFrame) -> pd.Series:
 
 
 def _one_fold(labels: np.ndarray, group_ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """A boolean mask of about ``fraction`` of the rows, whole groups, stratified by label."""
+    """A boolean mask of about ``fraction`` of the rows, whole groups, stratified by label.
+
+    It is one fold of ``round(1 / fraction)``, so the fraction is met as ``1/k``: 0.15 gives
+    1/7, 0.2 gives 1/5.
+    """
+    if not 0 < fraction <= 0.5:
+        raise ValueError(f"A split fraction must be above 0 and at most 0.5, not {fraction}.")
     folds = max(2, round(1 / fraction))
+    if len(np.unique(group_ids)) < folds:
+        raise ValueError(f"Splitting off {fraction:.0%} needs at least {folds} lesions (or images "
+                         f"without ids); this data has {len(np.unique(group_ids))}.")
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     _, chosen = next(splitter.split(np.zeros(len(labels)), labels, group_ids))
     mask = np.zeros(len(labels), dtype=bool)
@@ -65,8 +75,6 @@ def grouped_split(manifest: pd.DataFrame, validation: float = 0.15, test: float 
     labels = manifest["label"].to_numpy()
     group_ids = groups(manifest).to_numpy()
     part = np.full(len(manifest), "train", dtype=object)
-    if len(np.unique(group_ids)) < 3:
-        raise ValueError("A grouped split needs at least three lesions (or images without ids).")
     is_test = _one_fold(labels, group_ids, test, seed)
     part[is_test] = "test"
     rest = np.flatnonzero(~is_test)
@@ -97,7 +105,7 @@ def hash_part(file_name: str, validation_percentage: float = 10, testing_percent
 def hash_split(manifest: pd.DataFrame, validation_percentage: float = 10,
                testing_percentage: float = 10) -> pd.Series:
     """The original's split of every image by the hash of its file name."""
-    names = [str(p).rsplit("/", 1)[-1] for p in manifest["path"]]
+    names = [PurePath(p).name for p in manifest["path"]]
     return pd.Series([hash_part(n, validation_percentage, testing_percentage) for n in names],
                      index=manifest.index, name="part")
 
@@ -107,6 +115,12 @@ def crossing_groups(manifest: pd.DataFrame, part: pd.Series, column: str = "lesi
     known = manifest[column].notna()
     per_group = part[known].groupby(manifest.loc[known, column]).nunique()
     return int((per_group > 1).sum())
+
+
+def seen_in_training(manifest: pd.DataFrame, part: pd.Series, column: str = "lesion_id") -> pd.Series:
+    """True for each image outside the training part whose lesion has an image in it."""
+    trained = set(manifest.loc[part == "train", column].dropna())
+    return (part != "train") & manifest[column].isin(trained) & manifest[column].notna()
 
 
 def split_table(manifest: pd.DataFrame, part: pd.Series) -> pd.DataFrame:

@@ -61,6 +61,18 @@ def test_hash_split_lets_lesions_cross_on_real_data(ham10000):
 
 
 def test_too_few_lesions_is_a_clear_error():
-    manifest = pd.DataFrame({"lesion_id": ["a", "a", "b"], "label": ["benign"] * 3})
-    with pytest.raises(ValueError, match="at least three lesions"):
-        splits.grouped_split(manifest)
+    manifest = pd.DataFrame({"lesion_id": list("aabcde"), "label": ["benign"] * 6})
+    with pytest.raises(ValueError, match="needs at least 7 lesions"):
+        splits.grouped_split(manifest, test=0.15)
+
+
+@pytest.mark.parametrize("fraction", [0, 0.6])
+def test_an_impossible_fraction_is_a_clear_error(fraction):
+    with pytest.raises(ValueError, match="split fraction"):
+        splits.grouped_split(_manifest(), validation=fraction)
+
+
+def test_seen_in_training_marks_test_images_with_a_lesion_twin_in_training():
+    manifest = pd.DataFrame({"lesion_id": ["a", "a", "b", "c", None]})
+    part = pd.Series(["train", "test", "test", "validation", "test"])
+    assert splits.seen_in_training(manifest, part).tolist() == [False, True, False, False, False]
