@@ -73,7 +73,8 @@ def _inspect_all(paths: list[Path], max_pixels: int, progress: bool) -> list:
     # Decoding releases the GIL, so a few threads keep both cores busy.
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         results = pool.map(lambda p: images.inspect_image(p, max_pixels), paths)
-        return list(tqdm(results, total=len(paths), desc="checking images", disable=not progress, mininterval=2))
+        return list(tqdm(results, total=len(paths), desc="checking images", disable=not progress,
+                         mininterval=2))
 
 
 def _group_order(key: str, seed: int) -> str:

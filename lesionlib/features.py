@@ -245,7 +245,8 @@ def _compute(backbone: Backbone, cache: BottleneckCache, todo: list[_Row], prepr
     pending: dict[str, np.ndarray] = {}
     done: set[str] = set()
     try:
-        with tqdm(total=len(todo), desc="bottlenecks", unit="img", disable=not progress, mininterval=2) as bar:
+        with tqdm(total=len(todo), desc="bottlenecks", unit="img", disable=not progress,
+                  mininterval=2) as bar:
             for positions, batch in pipeline:
                 vectors = np.asarray(backbone(batch), dtype=np.float32)
                 for position, vector in zip(positions.numpy(), vectors):

@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-
 _UMASK = os.umask(0o022)  # read the process's umask (the call sets it), then put it back
 os.umask(_UMASK)
 

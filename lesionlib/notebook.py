@@ -38,7 +38,6 @@ def setup() -> Settings:
     except NameError:  # plain Python: ordinary tracebacks
         pass
     import matplotlib
-
     import seaborn as sns
 
     matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 120})

@@ -28,6 +28,10 @@ COLUMNS = ["image_id", "source_path", "label", "diagnosis", "lesion_id", "patien
            "age", "sex", "site", "license", "attribution"]
 
 
+HAM10000_ATTRIBUTION = ("HAM10000 (Tschandl, Rosendahl, Kittler 2018), ViDIR Group, "
+                        "Medical University of Vienna")
+
+
 class SourceError(LesionlibError, ValueError):
     """A folder is not a dataset the importers recognise, or its metadata is unusable."""
 
@@ -112,7 +116,7 @@ def read_ham10000(folder: Path) -> pd.DataFrame:
             "sex": None if record.get("sex") in ("", "unknown") else record.get("sex"),
             "site": None if record.get("localization") in ("", "unknown") else record.get("localization"),
             "license": "CC-BY-NC",
-            "attribution": "HAM10000 (Tschandl, Rosendahl, Kittler 2018), ViDIR Group, Medical University of Vienna",
+            "attribution": HAM10000_ATTRIBUTION,
         })
     return _frame(rows)
 

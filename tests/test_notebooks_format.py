@@ -21,7 +21,7 @@ def test_opening_cells_are_the_course_format(path):
     notebook = nbformat.read(path, as_version=4)
     title = notebook.cells[0]
     assert title.cell_type == "markdown" and title.source.startswith(f"# {path.name[:2]} · ")
-    assert f"colab.research.google.com/github/" in title.source and path.name in title.source
+    assert "colab.research.google.com/github/" in title.source and path.name in title.source
     assert "mybinder.org" in title.source
     assert "Not a diagnosis" in title.source
     first_code = next(c for c in notebook.cells if c.cell_type == "code")

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from lesionlib import backbones, dataset, features, splits, training
 from lesionlib.taxonomy import CLASSES

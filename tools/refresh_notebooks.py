@@ -39,7 +39,8 @@ def main() -> int:
                            "LESIONLIB_DATA_SOURCE": "", "LESIONLIB_BACKBONE": ""})
         for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb")):
             notebook = nbformat.read(path, as_version=4)
-            NotebookClient(notebook, timeout=1800, resources={"metadata": {"path": str(path.parent)}}).execute()
+            resources = {"metadata": {"path": str(path.parent)}}  # run where the notebook lives
+            NotebookClient(notebook, timeout=1800, resources=resources).execute()
             nbformat.write(clean(notebook), path)
             print(f"refreshed {path.relative_to(ROOT)}")
     return 0
