@@ -126,9 +126,14 @@ def train_head(train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarra
 
 
 def scores(trained: TrainedHead, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Accuracy and balanced accuracy (the mean of per-class recall) on one part."""
+    """Accuracy and balanced accuracy (the mean of per-class recall) on one part.
+
+    A part with no images gets ``None`` for both: there is nothing to score.
+    """
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
+    if len(y) == 0:
+        return {"images": 0, "accuracy": None, "balanced accuracy": None}
     predicted = trained.predict(x).argmax(axis=1)
     return {"images": int(len(y)), "accuracy": round(float(accuracy_score(y, predicted)), 4),
             "balanced accuracy": round(float(balanced_accuracy_score(y, predicted)), 4)}

@@ -11,6 +11,14 @@ from lesionlib import backbones, dataset, features, splits, training
 from lesionlib.taxonomy import CLASSES
 
 
+def test_scores_of_an_empty_part_are_none_not_an_error():
+    trained = training.TrainedHead(model=None, history=pd.DataFrame(), config=training.HeadConfig(),
+                                   best_epoch=0)
+    empty = (np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.int64))
+    assert training.scores(trained, *empty) == {"images": 0, "accuracy": None,
+                                                "balanced accuracy": None}
+
+
 def test_class_weights_balance_present_classes():
     y = np.array([0] * 6 + [2] * 2)
     assert training.class_weights(y) == {0: 8 / (2 * 6), 1: 1.0, 2: 8 / (2 * 2)}
