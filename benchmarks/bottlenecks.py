@@ -37,6 +37,15 @@ def _timed(run) -> float:
     return time.perf_counter() - started
 
 
+def _cpu_name() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                 if line.startswith("model name")), "unknown CPU")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=640)
@@ -84,7 +93,7 @@ def main() -> None:
     table = pd.DataFrame({"seconds": timings, "images/s": rates}).round(3)
     a, b, c, d = rates.values()
     print(f"{n} HAM10000 images (200x150 JPEG) -> MobileNet V2 at {size}x{size}, batch 32")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or '?'}, "
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {_cpu_name()}, "
           f"TensorFlow {tf.__version__}")
     print(table.to_string())
     print(f"(b)/(d) = {b / d:.2f}  (target >= 0.85)")
