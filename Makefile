@@ -29,6 +29,9 @@ course: $(VENV)/.installed
 	  LESIONLIB_HOME=$(HOME_DIR) $(BIN)/jupyter nbconvert --to notebook --execute \
 	    --ExecutePreprocessor.timeout=7200 --output-dir $(BUILD)/notebooks $$nb \
 	    || { echo "== $$nb stopped: its message is at the end of the output above"; exit 1; }; \
+	  : "progress bars leave one line each, not one per update"; \
+	  $(BIN)/jupyter nbconvert --to notebook --inplace --CoalesceStreamsPreprocessor.enabled=True \
+	    $(BUILD)/notebooks/$$(basename $$nb) || exit 1; \
 	  $(BIN)/jupyter nbconvert --to html --output-dir $(BUILD)/notebooks \
 	    $(BUILD)/notebooks/$$(basename $$nb) || exit 1; \
 	done
