@@ -58,3 +58,10 @@ def safe_name(name: str) -> str:
     """``name`` usable as one file name: only letters, digits, ``.``, ``_`` and ``-``; no leading dot."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", str(name)).lstrip(".")
     return cleaned or "_"
+
+
+def save_figure(figure, target: Path) -> Path:
+    """Save a matplotlib figure as a PNG at ``target``, atomically."""
+    with atomic_path(target) as temporary:
+        figure.savefig(temporary, format="png", bbox_inches="tight")
+    return target

@@ -52,10 +52,7 @@ def setup() -> Settings:
 
 def save_figure(figure, settings: Settings, name: str) -> Path:
     """Save a figure as ``build/figures/<name>.png`` (atomically) and return the path."""
-    target = settings.figures_dir / f"{name}.png"
-    with fsutil.atomic_path(target) as temporary:
-        figure.savefig(temporary, format="png", bbox_inches="tight")
-    return target
+    return fsutil.save_figure(figure, settings.figures_dir / f"{name}.png")
 
 
 def tree(folder: Path, examples: int = 3) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import fsutil
+from .dataset import ManifestError
 from .features import Bottlenecks
 from .taxonomy import CLASSES
 from .tfutil import import_tensorflow
@@ -166,11 +167,26 @@ def save_head(trained: TrainedHead, folder: Path, record: dict) -> Path:
     return folder
 
 
-def load_head(folder: Path):
-    """The saved head model and its record (``training.json``)."""
+def load_head(folder: Path) -> tuple[TrainedHead, dict]:
+    """The head saved by :func:`save_head` and its record (``training.json``)."""
     import_tensorflow()
     import keras
 
     folder = Path(folder)
-    return (keras.models.load_model(folder / "head.keras"),
-            json.loads((folder / "training.json").read_text(encoding="utf-8")))
+    if not (folder / "head.keras").is_file():
+        raise ManifestError(f"No trained head in {folder}. Run notebook 03 first.")
+    record = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+    history = pd.read_csv(folder / "history.csv", index_col="epoch")
+    trained = TrainedHead(keras.models.load_model(folder / "head.keras"), history,
+                          HeadConfig(**record["head"]), record["best_epoch"])
+    return trained, record
+
+
+def check_record(record: dict, settings, backbone) -> None:
+    """Refuse a head trained on other data or another backbone's features than these."""
+    if record.get("data_source") != str(settings.data_source) or \
+            record.get("backbone", {}).get("identity") != backbone.identity:
+        raise ManifestError(
+            f"The head in {settings.head_dir} was trained on {record.get('data_source')} with "
+            f"{record.get('backbone', {}).get('name')}; these settings use "
+            f"{settings.data_source} with {backbone.spec.name}. Run notebook 03 again.")

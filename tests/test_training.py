@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from lesionlib import backbones, dataset, features, splits, training
 from lesionlib.taxonomy import CLASSES
@@ -73,12 +74,17 @@ def test_saved_head_reloads_with_labels_and_record(make_settings):
     head, scores = _trained(settings, epochs=5)
     folder = training.save_head(head, settings.head_dir, {"test": scores})
     assert (folder / "labels.txt").read_text().split() == list(CLASSES)
-    model, record = training.load_head(folder)
-    assert record["test"] == scores and record["head"]["epochs"] == 5
-    assert len(pd.read_csv(folder / "history.csv")) == len(head.history)
-    probe = np.random.default_rng(0).normal(size=(4, model.input_shape[-1])).astype("float32")
-    assert np.allclose(model(probe, training=False), head.predict(probe), atol=1e-6)
+    loaded, record = training.load_head(folder)
+    assert record["test"] == scores and loaded.config == head.config
+    assert loaded.history.equals(head.history) and loaded.best_epoch == head.best_epoch
+    probe = np.random.default_rng(0).normal(size=(4, head.model.input_shape[-1])).astype("float32")
+    assert np.allclose(loaded.predict(probe), head.predict(probe), atol=1e-6)
     assert json.loads((folder / "training.json").read_text())["best_epoch"] == head.best_epoch
+
+
+def test_loading_without_a_trained_head_says_what_to_run(tmp_path):
+    with pytest.raises(training.ManifestError, match="Run notebook 03"):
+        training.load_head(tmp_path)
 
 
 def test_real_data_beats_chance_on_the_grouped_test_split(make_settings, ham10000):

@@ -1,0 +1,365 @@
+"""Evaluating the classifier the way a clinician would: by what it misses, with error bars.
+
+Everything works on one table of predictions (:func:`predict_part`): one row per image, with
+its true class, the probability of each class, the predicted class and the *group* (lesion,
+else image) used to resample for confidence intervals. A class with no images in the table
+gets ``NaN`` where a number cannot exist, never an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from . import fsutil
+from .features import Bottlenecks
+from .taxonomy import CLASSES
+from .tfutil import import_tensorflow
+from .training import TrainedHead, arrays
+
+PROBABILITY = [f"p_{label}" for label in CLASSES]
+
+
+def predict_part(trained: TrainedHead, bottlenecks: Bottlenecks, manifest: pd.DataFrame,
+                 part: pd.Series, name: str) -> pd.DataFrame:
+    """Predictions for the images of one part (augmented copies excluded), as a table."""
+    rows = (part.reindex(bottlenecks.index).to_numpy() == name) & (bottlenecks.copy == 0)
+    index = bottlenecks.index[rows]
+    x, y = arrays(bottlenecks, manifest, part, name)
+    probabilities = trained.predict(x) if len(x) else np.zeros((0, len(CLASSES)))
+    frame = pd.DataFrame(probabilities, index=index, columns=PROBABILITY)
+    frame.insert(0, "label", manifest.loc[index, "label"].to_numpy())
+    frame.insert(1, "y", y)
+    frame["predicted"] = np.array(CLASSES)[probabilities.argmax(axis=1)] if len(x) else []
+    group = manifest.loc[index, "lesion_id"].astype("object")
+    frame["group"] = group.where(group.notna(), manifest.loc[index, "image_id"]).to_numpy()
+    return frame
+
+
+def confusion_table(frame: pd.DataFrame, normalize: bool = False) -> pd.DataFrame:
+    """Counts of (true class, predicted class); rows normalised to 1 if asked (empty rows NaN)."""
+    table = pd.crosstab(pd.Categorical(frame["label"], CLASSES),
+                        pd.Categorical(frame["predicted"], CLASSES), dropna=False)
+    table.index.name, table.columns.name = "true class", "predicted class"
+    if normalize:
+        table = table.div(table.sum(axis=1).replace(0, np.nan), axis=0)
+    return table
+
+
+def per_class_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per class: images, precision, recall (sensitivity), specificity and F1."""
+    counts = confusion_table(frame).to_numpy(dtype=float)
+    total = counts.sum()
+    rows = []
+    for i, label in enumerate(CLASSES):
+        tp = counts[i, i]
+        fn = counts[i].sum() - tp
+        fp = counts[:, i].sum() - tp
+        tn = total - tp - fn - fp
+        precision = tp / (tp + fp) if tp + fp else np.nan
+        recall = tp / (tp + fn) if tp + fn else np.nan
+        specificity = tn / (tn + fp) if tn + fp else np.nan
+        f1 = (2 * precision * recall / (precision + recall)
+              if precision + recall > 0 else np.nan)
+        rows.append({"class": label, "images": int(tp + fn), "precision": precision,
+                     "recall (sensitivity)": recall, "specificity": specificity, "F1": f1})
+    return pd.DataFrame(rows).set_index("class")
+
+
+def accuracy(frame: pd.DataFrame) -> float:
+    return float((frame["label"] == frame["predicted"]).mean()) if len(frame) else np.nan
+
+
+def balanced_accuracy(frame: pd.DataFrame) -> float:
+    """The mean recall over the classes that have images."""
+    recalls = per_class_table(frame)["recall (sensitivity)"].dropna()
+    return float(recalls.mean()) if len(recalls) else np.nan
+
+
+def auc_one_vs_rest(frame: pd.DataFrame, label: str) -> float:
+    """ROC AUC of ``P(label)`` for ``label`` against the rest; NaN unless both sides have images."""
+    positive = (frame["label"] == label).to_numpy()
+    if positive.all() or not positive.any():
+        return np.nan
+    return float(roc_auc_score(positive, frame[f"p_{label}"]))
+
+
+def malignant_auc(frame: pd.DataFrame) -> float:
+    return auc_one_vs_rest(frame, "malignant")
+
+
+METRICS: dict[str, Callable[[pd.DataFrame], float]] = {
+    "accuracy": accuracy, "balanced accuracy": balanced_accuracy,
+    "AUC malignant vs rest": malignant_auc,
+}
+
+
+def bootstrap_intervals(frame: pd.DataFrame, metrics: dict[str, Callable] = METRICS,
+                        resamples: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Each metric with a percentile confidence interval from resampling **groups** (lesions).
+
+    Images of one lesion are not independent, so the resampling draws whole lesions with
+    replacement, as a new test set of the same kind would.
+    """
+    rng = np.random.default_rng(seed)
+    groups = frame.groupby("group", sort=False).indices
+    members = list(groups.values())
+    draws = {name: [] for name in metrics}
+    for _ in range(resamples):
+        chosen = rng.integers(0, len(members), len(members))
+        sample = frame.iloc[np.concatenate([members[i] for i in chosen])]
+        for name, metric in metrics.items():
+            draws[name].append(metric(sample))
+    tail = (1 - level) / 2 * 100
+    rows = []
+    for name, metric in metrics.items():
+        values = np.array(draws[name], dtype=float)
+        values = values[~np.isnan(values)]
+        low, high = (np.percentile(values, [tail, 100 - tail]) if len(values) else (np.nan, np.nan))
+        rows.append({"metric": name, "estimate": metric(frame), "low": low, "high": high})
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def threshold_for_sensitivity(positive: np.ndarray, scores: np.ndarray, target: float) -> float:
+    """The highest threshold on ``scores`` whose sensitivity (recall of ``positive``) >= ``target``."""
+    positive = np.asarray(positive, dtype=bool)
+    if not positive.any():
+        raise ValueError("No positive images: a sensitivity target cannot be met.")
+    ranked = np.sort(np.asarray(scores)[positive])[::-1]
+    needed = int(np.ceil(target * len(ranked)))  # positives that must score at or above it
+    return float(ranked[max(needed, 1) - 1])
+
+
+def operating_point(positive: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """Sensitivity and specificity of calling ``scores >= threshold`` positive."""
+    positive = np.asarray(positive, dtype=bool)
+    called = np.asarray(scores) >= threshold
+    return {"threshold": float(threshold),
+            "sensitivity": float(called[positive].mean()) if positive.any() else np.nan,
+            "specificity": float((~called[~positive]).mean()) if (~positive).any() else np.nan}
+
+
+def reliability_table(frame: pd.DataFrame, bins: int = 10) -> pd.DataFrame:
+    """Per confidence bin: images, mean confidence (top probability) and accuracy."""
+    confidence = frame[PROBABILITY].max(axis=1).to_numpy()
+    correct = (frame["label"] == frame["predicted"]).to_numpy()
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        inside = which == b
+        rows.append({"from": edges[b], "to": edges[b + 1], "images": int(inside.sum()),
+                     "confidence": confidence[inside].mean() if inside.any() else np.nan,
+                     "accuracy": correct[inside].mean() if inside.any() else np.nan})
+    return pd.DataFrame(rows)
+
+
+def expected_calibration_error(frame: pd.DataFrame, bins: int = 10) -> float:
+    """The image-weighted mean gap between confidence and accuracy over the bins."""
+    table = reliability_table(frame, bins).dropna()
+    if table.empty:
+        return np.nan
+    gaps = (table["confidence"] - table["accuracy"]).abs()
+    return float((gaps * table["images"]).sum() / table["images"].sum())
+
+
+def with_temperature(frame: pd.DataFrame, temperature: float) -> pd.DataFrame:
+    """The table with its probabilities softened (T > 1) or sharpened (T < 1)."""
+    logits = np.log(np.clip(frame[PROBABILITY].to_numpy(), 1e-12, 1.0)) / temperature
+    scaled = np.exp(logits - logits.max(axis=1, keepdims=True))
+    scaled /= scaled.sum(axis=1, keepdims=True)
+    result = frame.copy()
+    result[PROBABILITY] = scaled
+    result["predicted"] = np.array(CLASSES)[scaled.argmax(axis=1)]
+    return result
+
+
+def fit_temperature(frame: pd.DataFrame) -> float:
+    """The temperature that minimises the negative log-likelihood on ``frame`` (validation)."""
+    from scipy.optimize import minimize_scalar
+
+    y = frame["y"].to_numpy()
+
+    def loss(log_t: float) -> float:
+        probabilities = with_temperature(frame, float(np.exp(log_t)))[PROBABILITY].to_numpy()
+        return float(-np.log(np.clip(probabilities[np.arange(len(y)), y], 1e-12, 1)).mean())
+
+    return float(np.exp(minimize_scalar(loss, bounds=(-3, 3), method="bounded").x))
+
+
+def subgroup_table(frame: pd.DataFrame, manifest: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Images, accuracy, balanced accuracy and malignant sensitivity per value of ``column``
+    (``age`` is cut into bands); groups without the metadata are shown as "not recorded"."""
+    values = manifest.loc[frame.index, column]
+    if column == "age":
+        values = pd.cut(pd.to_numeric(values, errors="coerce"), [0, 30, 45, 60, 75, 120],
+                        right=False, labels=["<30", "30-44", "45-59", "60-74", "75+"])
+    keys = values.astype("string").fillna("not recorded")
+    order = (list(values.cat.categories) if column == "age" else sorted(set(keys) - {"not recorded"}))
+    rows = []
+    for key in [k for k in order + ["not recorded"] if k in set(keys)]:
+        members = frame[(keys == key).to_numpy()]
+        malignant = members[members["label"] == "malignant"]
+        rows.append({column: key, "images": len(members), "accuracy": accuracy(members),
+                     "balanced accuracy": balanced_accuracy(members),
+                     "malignant found": (malignant["predicted"] == "malignant").mean()
+                     if len(malignant) else np.nan})
+    return pd.DataFrame(rows).set_index(column)
+
+
+def confident_mistakes(frame: pd.DataFrame, count: int = 8) -> pd.DataFrame:
+    """The wrong predictions the head was surest of, surest first."""
+    wrong = frame[frame["label"] != frame["predicted"]]
+    confidence = wrong[PROBABILITY].max(axis=1)
+    return wrong.assign(confidence=confidence).sort_values("confidence", ascending=False).head(count)
+
+
+def confusion_figure(frame: pd.DataFrame):
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    sns.heatmap(confusion_table(frame), annot=True, fmt="d", cmap="Blues", cbar=False, ax=axes[0])
+    sns.heatmap(confusion_table(frame, normalize=True), annot=True, fmt=".2f", cmap="Blues",
+                vmin=0, vmax=1, cbar=False, ax=axes[1])
+    axes[0].set_title("Images")
+    axes[1].set_title("Share of each true class (rows sum to 1)")
+    figure.tight_layout()
+    return figure
+
+
+def curves_figure(frame: pd.DataFrame):
+    """One-vs-rest ROC and precision-recall curves, malignant-versus-rest drawn boldest."""
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
+
+    figure, (roc, pr) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for label in CLASSES:
+        positive = (frame["label"] == label).to_numpy()
+        if positive.all() or not positive.any():
+            continue
+        scores = frame[f"p_{label}"].to_numpy()
+        width = 3 if label == "malignant" else 1.2
+        fpr, tpr, _ = roc_curve(positive, scores)
+        roc.plot(fpr, tpr, linewidth=width,
+                 label=f"{label} vs rest (AUC {roc_auc_score(positive, scores):.2f})")
+        precision, recall, _ = precision_recall_curve(positive, scores)
+        pr.plot(recall, precision, linewidth=width,
+                label=f"{label} vs rest (AP {average_precision_score(positive, scores):.2f})")
+    roc.plot([0, 1], [0, 1], color="gray", linestyle=":", label="chance")
+    roc.set(xlabel="1 - specificity (false positive rate)", ylabel="sensitivity", title="ROC")
+    pr.set(xlabel="recall (sensitivity)", ylabel="precision", title="Precision-recall")
+    roc.legend(loc="lower right")
+    pr.legend(loc="lower left")
+    figure.tight_layout()
+    return figure
+
+
+def reliability_figure(frame: pd.DataFrame, bins: int = 10):
+    import matplotlib.pyplot as plt
+
+    table = reliability_table(frame, bins).dropna()
+    figure, axis = plt.subplots(figsize=(5, 4.5))
+    axis.plot([0, 1], [0, 1], color="gray", linestyle=":", label="perfectly calibrated")
+    axis.plot(table["confidence"], table["accuracy"], marker="o", label="the head")
+    axis.set(xlabel="confidence (top probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+             title=f"Reliability (ECE {expected_calibration_error(frame, bins):.3f})")
+    axis.legend(loc="upper left")
+    return figure
+
+
+def mistakes_figure(mistakes: pd.DataFrame, manifest: pd.DataFrame):
+    """A gallery of mistakes, each with its true class and the head's probabilities."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    columns = 4
+    rows = max(1, int(np.ceil(len(mistakes) / columns)))
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, (index, row) in zip(axes.flat, mistakes.iterrows()):
+        with Image.open(manifest.at[index, "path"]) as image:
+            axis.imshow(image)
+        shares = ", ".join(f"{label[:5]} {row[f'p_{label}']:.2f}" for label in CLASSES)
+        axis.set_title(f"true: {row['label']}\n{shares}", fontsize=8)
+    figure.suptitle("Most confident mistakes (not a diagnosis)")
+    figure.tight_layout()
+    return figure
+
+
+def occlusion_map(path, backbone, trained: TrainedHead, label: str, patch: int = 40,
+                  stride: int = 20, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Where the model looks: how much ``P(label)`` drops when each region is greyed out.
+
+    Works with any backbone the course loads, since it only runs the network forwards.
+    Returns the network-sized input image (values in [0, 1]) and the map, same size.
+    """
+    from .features import image_pipeline
+
+    tf = import_tensorflow()
+    size = backbone.spec.input_size
+    low, high = backbone.spec.value_range
+    (_, batch), = list(image_pipeline([str(path)], np.zeros((1, 2)), size, (0.0, 1.0)))
+    image = batch[0].numpy()
+    corners = [(top, left) for top in range(0, size - patch + 1, stride)
+               for left in range(0, size - patch + 1, stride)]
+    occluded = np.repeat(image[np.newaxis], len(corners) + 1, axis=0)
+    for k, (top, left) in enumerate(corners, start=1):
+        occluded[k, top:top + patch, left:left + patch] = 0.5
+    column = CLASSES.index(label)
+    probabilities = []
+    for start in range(0, len(occluded), batch_size):
+        chunk = tf.constant(occluded[start:start + batch_size] * (high - low) + low)
+        probabilities.append(trained.predict(np.asarray(backbone(chunk)))[:, column])
+    probability = np.concatenate(probabilities)
+    drop = np.zeros((size, size))
+    covered = np.zeros((size, size))
+    for k, (top, left) in enumerate(corners, start=1):
+        drop[top:top + patch, left:left + patch] += probability[0] - probability[k]
+        covered[top:top + patch, left:left + patch] += 1
+    return image, drop / np.maximum(covered, 1)
+
+
+def saliency_figure(maps: list[tuple[str, np.ndarray, np.ndarray, str]]):
+    """Rows of (title, image, occlusion map, class): the image and the map laid over it."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(maps), 2, figsize=(6.5, 3.2 * len(maps)), squeeze=False)
+    for (title, image, heat, label), (left, right) in zip(maps, axes):
+        left.imshow(image)
+        left.set_title(title, fontsize=9)
+        right.imshow(image)
+        limit = max(abs(heat).max(), 1e-6)
+        right.imshow(heat, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.55)
+        right.set_title(f"red: hiding it lowers P({label})", fontsize=9)
+        left.axis("off")
+        right.axis("off")
+    figure.suptitle("Where the model looks (occlusion); not a diagnosis")
+    figure.tight_layout()
+    return figure
+
+
+def _plain(value):
+    """JSON-ready: NaN becomes null, NumPy numbers become Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if np.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def write_report(folder: Path, metrics: dict, figures: dict) -> list[Path]:
+    """Write ``metrics.json`` and one PNG per figure into ``folder`` (``build/report/``)."""
+    folder = Path(folder)
+    fsutil.write_json_atomic(folder / "metrics.json", _plain(metrics))
+    return [folder / "metrics.json"] + [fsutil.save_figure(figure, folder / f"{name}.png")
+                                        for name, figure in figures.items()]
