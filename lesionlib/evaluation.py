@@ -92,36 +92,70 @@ def malignant_auc(frame: pd.DataFrame) -> float:
     return auc_one_vs_rest(frame, "malignant")
 
 
-METRICS: dict[str, Callable[[pd.DataFrame], float]] = {
-    "accuracy": accuracy, "balanced accuracy": balanced_accuracy,
-    "AUC malignant vs rest": malignant_auc,
-}
+def summary(frame: pd.DataFrame) -> dict[str, float]:
+    """Accuracy, balanced accuracy and malignant-versus-rest AUC."""
+    return {"accuracy": accuracy(frame), "balanced accuracy": balanced_accuracy(frame),
+            "AUC malignant vs rest": malignant_auc(frame)}
 
 
-def bootstrap_intervals(frame: pd.DataFrame, metrics: dict[str, Callable] = METRICS,
+def per_class_values(frame: pd.DataFrame) -> dict[str, float]:
+    """Sensitivity, specificity and precision of each class, as ``"<class> <metric>"`` keys."""
+    table = per_class_table(frame)
+    return {f"{label} {metric}": table.at[label, column] for label in CLASSES
+            for metric, column in (("sensitivity", "recall (sensitivity)"),
+                                   ("specificity", "specificity"), ("precision", "precision"))}
+
+
+def bootstrap_intervals(frame: pd.DataFrame,
+                        statistic: Callable[[pd.DataFrame], dict[str, float]] = summary,
                         resamples: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """Each metric with a percentile confidence interval from resampling **groups** (lesions).
+    """Each value of ``statistic`` with a percentile confidence interval from resampling
+    **groups** (lesions).
 
     Images of one lesion are not independent, so the resampling draws whole lesions with
-    replacement, as a new test set of the same kind would.
+    replacement, as a new test set of the same kind would. Resamples where a value cannot be
+    computed (no image of a class drawn) are left out of that value's interval.
     """
     rng = np.random.default_rng(seed)
-    groups = frame.groupby("group", sort=False).indices
-    members = list(groups.values())
-    draws = {name: [] for name in metrics}
+    members = list(frame.groupby("group", sort=False).indices.values())
+    draws = []
     for _ in range(resamples):
         chosen = rng.integers(0, len(members), len(members))
-        sample = frame.iloc[np.concatenate([members[i] for i in chosen])]
-        for name, metric in metrics.items():
-            draws[name].append(metric(sample))
+        draws.append(statistic(frame.iloc[np.concatenate([members[i] for i in chosen])]))
     tail = (1 - level) / 2 * 100
     rows = []
-    for name, metric in metrics.items():
-        values = np.array(draws[name], dtype=float)
+    for name, estimate in statistic(frame).items():
+        values = np.array([draw[name] for draw in draws], dtype=float)
         values = values[~np.isnan(values)]
-        low, high = (np.percentile(values, [tail, 100 - tail]) if len(values) else (np.nan, np.nan))
-        rows.append({"metric": name, "estimate": metric(frame), "low": low, "high": high})
+        low, high = np.percentile(values, [tail, 100 - tail]) if len(values) else (np.nan, np.nan)
+        rows.append({"metric": name, "estimate": estimate, "low": low, "high": high})
     return pd.DataFrame(rows).set_index("metric")
+
+
+def per_class_intervals(frame: pd.DataFrame, resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """The per-class table with intervals: one row per class and metric."""
+    table = bootstrap_intervals(frame, per_class_values, resamples, seed)
+    names = table.index.str.split(" ", n=1)
+    table.index = pd.MultiIndex.from_tuples([tuple(n) for n in names], names=["class", "metric"])
+    return table
+
+
+def missing_classes(frame: pd.DataFrame) -> list[str]:
+    """A sentence for each class that has no images here, so its metrics cannot exist."""
+    present = set(frame["label"])
+    return [f"No {label} images in this part: its sensitivity and the metrics built on it "
+            "cannot be measured (shown as NaN)." for label in CLASSES if label not in present]
+
+
+def comparison_table(predictions: dict[str, pd.DataFrame], resamples: int = 1000,
+                     seed: int = 0) -> pd.DataFrame:
+    """Several models (or settings) side by side: each summary metric as "estimate [low, high]"."""
+    rows = {}
+    for name, frame in predictions.items():
+        table = bootstrap_intervals(frame, summary, resamples, seed)
+        rows[name] = {metric: f"{r.estimate:.3f} [{r.low:.3f}, {r.high:.3f}]"
+                      for metric, r in table.iterrows()}
+    return pd.DataFrame(rows).T
 
 
 def threshold_for_sensitivity(positive: np.ndarray, scores: np.ndarray, target: float) -> float:

@@ -197,3 +197,34 @@ def test_a_head_from_other_settings_is_refused(trained_smoke, tmp_path):
         training.check_record(record, settings, backbone)
     training.check_record({"data_source": str(settings.data_source),
                            "backbone": {"identity": backbone.identity}}, settings, backbone)
+
+
+def test_per_class_intervals_hold_each_estimate():
+    frame = _frame(n=400, lesions=200, seed=6)
+    table = evaluation.per_class_intervals(frame, resamples=300)
+    assert set(table.index.get_level_values("class")) == set(CLASSES)
+    assert set(table.index.get_level_values("metric")) == {"sensitivity", "specificity", "precision"}
+    assert ((table["low"] <= table["estimate"]) & (table["estimate"] <= table["high"])).all()
+    per_class = evaluation.per_class_table(frame)
+    assert table.loc[("malignant", "sensitivity"), "estimate"] == pytest.approx(
+        per_class.loc["malignant", "recall (sensitivity)"])
+
+
+def test_a_missing_class_is_named_in_a_message():
+    frame = _frame(classes=("benign", "malignant"))
+    assert evaluation.missing_classes(frame) == [
+        "No indeterminate images in this part: its sensitivity and the metrics built on it "
+        "cannot be measured (shown as NaN)."]
+    assert evaluation.missing_classes(_frame()) == []
+    table = evaluation.per_class_intervals(frame, resamples=50)
+    assert table.loc[("indeterminate", "sensitivity")].isna().all()
+
+
+def test_comparison_table_puts_models_side_by_side():
+    table = evaluation.comparison_table({"good": _frame(skill=3.0), "weak": _frame(skill=0.5)},
+                                        resamples=100)
+    assert list(table.index) == ["good", "weak"]
+    assert list(table.columns) == ["accuracy", "balanced accuracy", "AUC malignant vs rest"]
+    good = float(table.loc["good", "accuracy"].split()[0])
+    weak = float(table.loc["weak", "accuracy"].split()[0])
+    assert good > weak
