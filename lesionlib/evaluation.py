@@ -16,7 +16,8 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from . import fsutil
-from .features import Bottlenecks
+from .features import Bottlenecks, Preprocessing, image_pipeline
+from .splits import groups
 from .taxonomy import CLASSES
 from .tfutil import import_tensorflow
 from .training import TrainedHead, arrays
@@ -35,8 +36,7 @@ def predict_part(trained: TrainedHead, bottlenecks: Bottlenecks, manifest: pd.Da
     frame.insert(0, "label", manifest.loc[index, "label"].to_numpy())
     frame.insert(1, "y", y)
     frame["predicted"] = np.array(CLASSES)[probabilities.argmax(axis=1)] if len(x) else []
-    group = manifest.loc[index, "lesion_id"].astype("object")
-    frame["group"] = group.where(group.notna(), manifest.loc[index, "image_id"]).to_numpy()
+    frame["group"] = groups(manifest).loc[index].to_numpy()  # lesion and patient, as the split
     return frame
 
 
@@ -63,8 +63,7 @@ def per_class_table(frame: pd.DataFrame) -> pd.DataFrame:
         precision = tp / (tp + fp) if tp + fp else np.nan
         recall = tp / (tp + fn) if tp + fn else np.nan
         specificity = tn / (tn + fp) if tn + fp else np.nan
-        f1 = (2 * precision * recall / (precision + recall)
-              if precision + recall > 0 else np.nan)
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else np.nan  # 0 when nothing is found
         rows.append({"class": label, "images": int(tp + fn), "precision": precision,
                      "recall (sensitivity)": recall, "specificity": specificity, "F1": f1})
     return pd.DataFrame(rows).set_index("class")
@@ -119,7 +118,7 @@ def bootstrap_intervals(frame: pd.DataFrame,
     rng = np.random.default_rng(seed)
     members = list(frame.groupby("group", sort=False).indices.values())
     draws = []
-    for _ in range(resamples):
+    for _ in range(resamples if members else 0):
         chosen = rng.integers(0, len(members), len(members))
         draws.append(statistic(frame.iloc[np.concatenate([members[i] for i in chosen])]))
     tail = (1 - level) / 2 * 100
@@ -161,10 +160,12 @@ def comparison_table(predictions: dict[str, pd.DataFrame], resamples: int = 1000
 def threshold_for_sensitivity(positive: np.ndarray, scores: np.ndarray, target: float) -> float:
     """The highest threshold on ``scores`` whose sensitivity (recall of ``positive``) >= ``target``."""
     positive = np.asarray(positive, dtype=bool)
+    if not 0 < target <= 1:
+        raise ValueError(f"A sensitivity target is above 0 and at most 1, not {target}.")
     if not positive.any():
         raise ValueError("No positive images: a sensitivity target cannot be met.")
     ranked = np.sort(np.asarray(scores)[positive])[::-1]
-    needed = int(np.ceil(target * len(ranked)))  # positives that must score at or above it
+    needed = int(np.ceil(round(target * len(ranked), 9)))  # positives at or above it (no 0.07*100=7.000001)
     return float(ranked[max(needed, 1) - 1])
 
 
@@ -216,6 +217,8 @@ def fit_temperature(frame: pd.DataFrame) -> float:
     """The temperature that minimises the negative log-likelihood on ``frame`` (validation)."""
     from scipy.optimize import minimize_scalar
 
+    if frame.empty:
+        return 1.0  # nothing to fit on: leave the probabilities as they are
     y = frame["y"].to_numpy()
 
     def loss(log_t: float) -> float:
@@ -242,7 +245,8 @@ def subgroup_table(frame: pd.DataFrame, manifest: pd.DataFrame, column: str) -> 
                      "balanced accuracy": balanced_accuracy(members),
                      "malignant found": (malignant["predicted"] == "malignant").mean()
                      if len(malignant) else np.nan})
-    return pd.DataFrame(rows).set_index(column)
+    columns = [column, "images", "accuracy", "balanced accuracy", "malignant found"]
+    return pd.DataFrame(rows, columns=columns).set_index(column)
 
 
 def confident_mistakes(frame: pd.DataFrame, count: int = 8) -> pd.DataFrame:
@@ -327,21 +331,23 @@ def mistakes_figure(mistakes: pd.DataFrame, manifest: pd.DataFrame):
 
 
 def occlusion_map(path, backbone, trained: TrainedHead, label: str, patch: int = 40,
-                  stride: int = 20, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+                  stride: int = 20, batch_size: int = 32,
+                  preprocessing: Preprocessing | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Where the model looks: how much ``P(label)`` drops when each region is greyed out.
 
     Works with any backbone the course loads, since it only runs the network forwards.
     Returns the network-sized input image (values in [0, 1]) and the map, same size.
     """
-    from .features import image_pipeline
-
     tf = import_tensorflow()
     size = backbone.spec.input_size
     low, high = backbone.spec.value_range
-    (_, batch), = list(image_pipeline([str(path)], np.zeros((1, 2)), size, (0.0, 1.0)))
-    image = batch[0].numpy()
-    corners = [(top, left) for top in range(0, size - patch + 1, stride)
-               for left in range(0, size - patch + 1, stride)]
+    batches = list(image_pipeline([str(path)], np.zeros((1, 2)), size, (0.0, 1.0),
+                                  preprocessing or Preprocessing()))
+    if not batches:
+        raise ValueError(f"{path} could not be read as an image.")
+    image = batches[0][1][0].numpy()
+    starts = sorted(set(range(0, size - patch + 1, stride)) | {size - patch})  # edges covered too
+    corners = [(top, left) for top in starts for left in starts]
     occluded = np.repeat(image[np.newaxis], len(corners) + 1, axis=0)
     for k, (top, left) in enumerate(corners, start=1):
         occluded[k, top:top + patch, left:left + patch] = 0.5

@@ -128,3 +128,9 @@ def split_table(manifest: pd.DataFrame, part: pd.Series) -> pd.DataFrame:
     table = pd.crosstab(part, manifest["label"]).reindex(PARTS, fill_value=0)
     table["all"] = table.sum(axis=1)
     return table
+
+
+def fingerprint(manifest: pd.DataFrame, part: pd.Series) -> str:
+    """A hash of which images are in the validation and test parts, to recognise a split again."""
+    held_out = sorted(f"{p}:{i}" for p, i in zip(part, manifest["image_id"]) if p != "train")
+    return hashlib.sha256("\n".join(held_out).encode()).hexdigest()[:16]

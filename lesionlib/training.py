@@ -190,3 +190,13 @@ def check_record(record: dict, settings, backbone) -> None:
             f"The head in {settings.head_dir} was trained on {record.get('data_source')} with "
             f"{record.get('backbone', {}).get('name')}; these settings use "
             f"{settings.data_source} with {backbone.spec.name}. Run notebook 03 again.")
+
+
+def check_split(record: dict, manifest: pd.DataFrame, part: pd.Series) -> None:
+    """Refuse a split that is not the one the head was trained with (its test would leak)."""
+    from .splits import fingerprint
+
+    if record.get("split", {}).get("fingerprint") != fingerprint(manifest, part):
+        raise ManifestError("This split is not the one the head was trained with (the data "
+                            "changed since notebook 03): its test part could hold training "
+                            "images. Run notebook 03 again.")
