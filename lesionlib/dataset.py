@@ -244,8 +244,8 @@ def prepare(settings: Settings, progress: bool = True) -> Dataset:
     return build_manifest(candidates, settings, settings.source_name, layout, progress)
 
 
-def load_manifest(settings: Settings) -> pd.DataFrame:
-    """The manifest built by notebook 01 for these settings, with absolute image paths."""
+def _built_info(settings: Settings) -> dict:
+    """``dataset.json`` of a complete build for these settings, or a :class:`ManifestError`."""
     info_path = settings.dataset_info_path
     if not settings.manifest_path.is_file() or not info_path.is_file():
         raise ManifestError(f"No manifest at {settings.manifest_path}. Run notebook 01 "
@@ -256,6 +256,12 @@ def load_manifest(settings: Settings) -> pd.DataFrame:
             f"The manifest in {settings.data_dir} was built from {info['source']} "
             f"(profile {info['profile']}), but these settings ask for {settings.data_source} "
             f"(profile {settings.profile}). Run notebook 01 (or `lesionlib data`) again.")
+    return info
+
+
+def load_manifest(settings: Settings) -> pd.DataFrame:
+    """The manifest built by notebook 01 for these settings, with absolute image paths."""
+    _built_info(settings)
     manifest = pd.read_csv(settings.manifest_path, dtype={"lesion_id": "string",
                            "patient_id": "string", "image_id": "string", "sex": "string",
                            "site": "string", "diagnosis": "string", "sha256": "string"})
@@ -264,17 +270,16 @@ def load_manifest(settings: Settings) -> pd.DataFrame:
 
 def dataset_info(settings: Settings) -> dict:
     """What notebook 01 recorded: source, counts in use and available per class, and more."""
-    load_manifest(settings)  # the same checks: built, and for these settings
-    return json.loads(settings.dataset_info_path.read_text(encoding="utf-8"))
+    return _built_info(settings)
 
 
 def load_rejected(settings: Settings) -> pd.DataFrame:
     """The files notebook 01 left out, with the reason (written beside the manifest)."""
-    load_manifest(settings)
+    _built_info(settings)
     return pd.read_csv(settings.rejected_path, dtype=str, keep_default_na=False)
 
 
 def load_duplicates(settings: Settings) -> pd.DataFrame:
     """The duplicates notebook 01 left out, each beside the image that was kept."""
-    load_manifest(settings)
+    _built_info(settings)
     return pd.read_csv(settings.duplicates_path, dtype={"image_id": str, "kept": str})

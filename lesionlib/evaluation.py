@@ -1,8 +1,9 @@
 """Evaluating the classifier the way a clinician would: by what it misses, with error bars.
 
 Everything works on one table of predictions (:func:`predict_part`): one row per image, with
-its true class, the probability of each class, the predicted class and the *group* (lesion,
-else image) used to resample for confidence intervals. A class with no images in the table
+its true class, the probability of each class, the predicted class and the *group* used to
+resample for confidence intervals (the split's groups: lesion joined with patient, else the
+image alone). A class with no images in the table
 gets ``NaN`` where a number cannot exist, never an exception.
 """
 
@@ -20,7 +21,7 @@ from .features import Bottlenecks, Preprocessing, image_pipeline
 from .splits import groups
 from .taxonomy import CLASSES
 from .tfutil import import_tensorflow
-from .training import TrainedHead, arrays
+from .training import TrainedHead, arrays, part_rows
 
 PROBABILITY = [f"p_{label}" for label in CLASSES]
 
@@ -28,8 +29,7 @@ PROBABILITY = [f"p_{label}" for label in CLASSES]
 def predict_part(trained: TrainedHead, bottlenecks: Bottlenecks, manifest: pd.DataFrame,
                  part: pd.Series, name: str) -> pd.DataFrame:
     """Predictions for the images of one part (augmented copies excluded), as a table."""
-    rows = (part.reindex(bottlenecks.index).to_numpy() == name) & (bottlenecks.copy == 0)
-    index = bottlenecks.index[rows]
+    index = bottlenecks.index[part_rows(bottlenecks, part, name)]
     x, y = arrays(bottlenecks, manifest, part, name)
     probabilities = trained.predict(x) if len(x) else np.zeros((0, len(CLASSES)))
     frame = pd.DataFrame(probabilities, index=index, columns=PROBABILITY)

@@ -62,12 +62,17 @@ def label_indices(labels: pd.Series) -> np.ndarray:
     return labels.map({c: i for i, c in enumerate(CLASSES)}).to_numpy(dtype=np.int64)
 
 
+def part_rows(bottlenecks: Bottlenecks, part: pd.Series, name: str,
+              with_copies: bool = False) -> np.ndarray:
+    """Which bottleneck rows belong to one part; augmented copies only when asked (training)."""
+    rows = part.reindex(bottlenecks.index).to_numpy() == name
+    return rows if with_copies else rows & (bottlenecks.copy == 0)
+
+
 def arrays(bottlenecks: Bottlenecks, manifest: pd.DataFrame, part: pd.Series, name: str,
            with_copies: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Features and class indices of one part; augmented copies only when asked (training)."""
-    rows = part.reindex(bottlenecks.index).to_numpy() == name
-    if not with_copies:
-        rows &= bottlenecks.copy == 0
+    """Features and class indices of one part (rows as :func:`part_rows` picks them)."""
+    rows = part_rows(bottlenecks, part, name, with_copies)
     labels = manifest.loc[bottlenecks.index[rows], "label"]
     return bottlenecks.features[rows], label_indices(labels)
 
