@@ -139,7 +139,7 @@ def load(settings: Settings) -> Backbone:
     if spec.handle == "builtin:tiny":
         from .tiny import TinyFeatures
 
-        return Backbone(spec, "builtin:tiny:v1", TinyFeatures(spec.input_size))
+        return Backbone(spec, "builtin:tiny:v2", TinyFeatures(spec.input_size))
 
     with warnings.catch_warnings():  # tensorflow-hub 0.16.1 still imports pkg_resources
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated")

@@ -330,39 +330,48 @@ def mistakes_figure(mistakes: pd.DataFrame, manifest: pd.DataFrame):
     return figure
 
 
-def occlusion_map(path, backbone, trained: TrainedHead, label: str, patch: int = 40,
-                  stride: int = 20, batch_size: int = 32,
-                  preprocessing: Preprocessing | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Where the model looks: how much ``P(label)`` drops when each region is greyed out.
+def occlusion(image: np.ndarray, probabilities, column: int, patch: int = 40, stride: int = 20,
+              batch_size: int = 32) -> np.ndarray:
+    """Where a model looks: how much probability ``column`` drops when each region is greyed out.
 
-    Works with any backbone the course loads, since it only runs the network forwards.
-    Returns the network-sized input image (values in [0, 1]) and the map, same size.
+    ``image`` is one network-sized image in [0, 1]; ``probabilities`` maps a batch of such
+    images to class probabilities. Needs forward passes only, so it works with any model.
     """
-    tf = import_tensorflow()
-    size = backbone.spec.input_size
-    low, high = backbone.spec.value_range
-    batches = list(image_pipeline([str(path)], np.zeros((1, 2)), size, (0.0, 1.0),
-                                  preprocessing or Preprocessing()))
-    if not batches:
-        raise ValueError(f"{path} could not be read as an image.")
-    image = batches[0][1][0].numpy()
+    size = image.shape[0]
     starts = sorted(set(range(0, size - patch + 1, stride)) | {size - patch})  # edges covered too
     corners = [(top, left) for top in starts for left in starts]
-    occluded = np.repeat(image[np.newaxis], len(corners) + 1, axis=0)
+    occluded = np.repeat(image[np.newaxis], len(corners) + 1, axis=0).astype(np.float32)
     for k, (top, left) in enumerate(corners, start=1):
         occluded[k, top:top + patch, left:left + patch] = 0.5
-    column = CLASSES.index(label)
-    probabilities = []
-    for start in range(0, len(occluded), batch_size):
-        chunk = tf.constant(occluded[start:start + batch_size] * (high - low) + low)
-        probabilities.append(trained.predict(np.asarray(backbone(chunk)))[:, column])
-    probability = np.concatenate(probabilities)
+    probability = np.concatenate([np.asarray(probabilities(occluded[start:start + batch_size]))[:, column]
+                                  for start in range(0, len(occluded), batch_size)])
     drop = np.zeros((size, size))
     covered = np.zeros((size, size))
     for k, (top, left) in enumerate(corners, start=1):
         drop[top:top + patch, left:left + patch] += probability[0] - probability[k]
         covered[top:top + patch, left:left + patch] += 1
-    return image, drop / np.maximum(covered, 1)
+    return drop / np.maximum(covered, 1)
+
+
+def occlusion_map(path, backbone, trained: TrainedHead, label: str, patch: int = 40,
+                  stride: int = 20, batch_size: int = 32,
+                  preprocessing: Preprocessing | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`occlusion` of one image file for a backbone and a head, for ``P(label)``.
+
+    Returns the network-sized input image (values in [0, 1]) and the map, same size.
+    """
+    tf = import_tensorflow()
+    low, high = backbone.spec.value_range
+    batches = list(image_pipeline([str(path)], np.zeros((1, 2)), backbone.spec.input_size, (0.0, 1.0),
+                                  preprocessing or Preprocessing()))
+    if not batches:
+        raise ValueError(f"{path} could not be read as an image.")
+    image = batches[0][1][0].numpy()
+
+    def probabilities(chunk: np.ndarray) -> np.ndarray:
+        return trained.predict(np.asarray(backbone(tf.constant(chunk * (high - low) + low))))
+
+    return image, occlusion(image, probabilities, CLASSES.index(label), patch, stride, batch_size)
 
 
 def saliency_figure(maps: list[tuple[str, np.ndarray, np.ndarray, str]]):

@@ -150,6 +150,26 @@ def _augment(image, seed):
     return tf.clip_by_value(image, 0.0, 1.0)
 
 
+def decode(encoded):
+    """Encoded image bytes (JPEG, PNG, GIF or BMP) as a ``[height, width, 3]`` float tensor in [0, 1].
+
+    Used both when extracting bottlenecks and inside the exported model (notebook 05), so a
+    deployed model sees its images exactly as the head was trained on them.
+    """
+    tf = import_tensorflow()
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    return tf.image.convert_image_dtype(image, tf.float32)
+
+
+def resize(image, size: int, preprocessing: Preprocessing = Preprocessing()):
+    """A decoded image resized to the network's square input, as :class:`Preprocessing` says."""
+    tf = import_tensorflow()
+    image = tf.image.resize(image, [size, size], method=preprocessing.method,
+                            antialias=preprocessing.antialias)
+    image.set_shape([size, size, 3])
+    return image
+
+
 def image_pipeline(paths: list[str], seeds: np.ndarray, size: int, value_range: tuple[float, float],
                    preprocessing: Preprocessing = Preprocessing(), batch_size: int = 32):
     """A ``tf.data`` pipeline of ``(position, images)`` batches: parallel decode and resize.
@@ -163,13 +183,9 @@ def image_pipeline(paths: list[str], seeds: np.ndarray, size: int, value_range: 
     low, high = value_range
 
     def load(position, path, seed):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        image = tf.image.convert_image_dtype(image, tf.float32)  # [0, 1]
+        image = decode(tf.io.read_file(path))
         image = tf.cond(seed[1] > 0, lambda: _augment(image, seed), lambda: image)
-        image = tf.image.resize(image, [size, size], method=preprocessing.method,
-                                antialias=preprocessing.antialias)
-        image.set_shape([size, size, 3])
-        return position, image * (high - low) + low
+        return position, resize(image, size, preprocessing) * (high - low) + low
 
     positions = np.arange(len(paths), dtype=np.int64)
     dataset = tf.data.Dataset.from_tensor_slices((positions, list(paths), seeds.astype(np.int64)))

@@ -20,7 +20,8 @@ class TinyFeatures(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     def __call__(self, images: tf.Tensor) -> tf.Tensor:
-        grid = tf.image.resize(images, [4, 4], method="area")
+        cell = self.input_size // 4  # average pooling, not resize "area": TFLite has no ResizeArea
+        grid = tf.nn.avg_pool2d(images, ksize=[cell, cell], strides=[cell, cell], padding="VALID")
         cells = tf.reshape(grid, [-1, 48])
         mean = tf.reduce_mean(images, axis=[1, 2])
         spread = tf.math.reduce_std(images, axis=[1, 2])
