@@ -17,17 +17,56 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
 NOISE = re.compile(
     r"oneDNN custom operations|cuda|cuInit|TF-TRT|cpu_feature_guard|rebuild TensorFlow|"
-    r"To enable the following instructions|absl::InitializeLog|Unable to register cu"
+    r"To enable the following instructions|absl::InitializeLog|Unable to register cu|"
+    r"Created TensorFlow Lite XNNPACK delegate|fully_quantize: "
 )
 
 
 def _crash_log() -> Path:
     return Path(tempfile.gettempdir()) / f"lesionlib-tensorflow-import-{getpass.getuser()}.log"
+
+
+@contextmanager
+def native_output_filtered(log: Path | None = None) -> Iterator[None]:
+    """Run a block with file descriptors 1 and 2 (where C++ code writes) captured; afterwards
+    print every captured line that is not known noise to stderr. ``log`` keeps the capture on
+    disk until the block ends, so a crash inside it leaves the lines behind."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    if log is None:
+        handle, name = tempfile.mkstemp(prefix="lesionlib-output-", suffix=".log")
+        os.close(handle)
+        log = Path(name)
+    printed = ""
+    try:
+        with log.open("w+b") as capture:
+            for fd in saved:
+                os.dup2(capture.fileno(), fd)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                for fd, original in saved.items():
+                    os.dup2(original, fd)
+                capture.seek(0)
+                printed = capture.read().decode(errors="replace")
+    finally:
+        for original in saved.values():
+            os.close(original)
+        log.unlink(missing_ok=True)
+        # Printed even when the block failed: then the native lines may say why.
+        kept = [line for line in printed.splitlines() if line.strip() and not NOISE.search(line)]
+        if kept:
+            print("\n".join(kept), file=sys.stderr)
 
 
 def import_tensorflow() -> ModuleType:
@@ -40,23 +79,8 @@ def import_tensorflow() -> ModuleType:
               + log.read_text(errors="replace"), file=sys.stderr)
         log.unlink()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # later INFO and WARNING lines too
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with log.open("w+b") as capture:
-            os.dup2(capture.fileno(), 2)
-            try:
-                import tensorflow as tf
+    with native_output_filtered(log):
+        import tensorflow as tf
 
-                tf.config.list_physical_devices()  # the GPU probe prints the CUDA lines
-            finally:
-                os.dup2(saved, 2)
-                capture.seek(0)
-                printed = capture.read().decode(errors="replace")
-    finally:
-        os.close(saved)
-        log.unlink(missing_ok=True)
-    kept = [line for line in printed.splitlines() if line.strip() and not NOISE.search(line)]
-    if kept:
-        print("\n".join(kept), file=sys.stderr)
+        tf.config.list_physical_devices()  # the GPU probe prints the CUDA lines
     return tf
