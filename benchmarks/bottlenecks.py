@@ -15,14 +15,13 @@ Prints a table; asserts nothing (speed is measured here, never in the tests).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from machine import describe
 
 from lesionlib import backbones, features, images, sources
 from lesionlib.settings import load_settings
@@ -35,15 +34,6 @@ def _timed(run) -> float:
     started = time.perf_counter()
     run()
     return time.perf_counter() - started
-
-
-def _cpu_name() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    return next((line.split(":", 1)[1].strip() for line in text.splitlines()
-                 if line.startswith("model name")), "unknown CPU")
 
 
 def main() -> None:
@@ -93,8 +83,7 @@ def main() -> None:
     table = pd.DataFrame({"seconds": timings, "images/s": rates}).round(3)
     a, b, c, d = rates.values()
     print(f"{n} HAM10000 images (200x150 JPEG) -> MobileNet V2 at {size}x{size}, batch 32")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {_cpu_name()}, "
-          f"TensorFlow {tf.__version__}")
+    print(describe(tf))
     print(table.to_string())
     print(f"(b)/(d) = {b / d:.2f}  (target >= 0.85)")
     print(f"(b)/(a) = {b / a:.1f}  (target >= 5)")
