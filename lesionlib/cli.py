@@ -7,7 +7,9 @@ Every command reads the LESIONLIB_* environment variables, as the notebooks do
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from . import DISCLAIMER, LesionlibError, __version__
 from .dataset import prepare
@@ -33,6 +35,26 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from .inference import ExportedModel, predict_files
+
+    model = ExportedModel(args.model or load_settings().model_dir)
+    records = predict_files(model, args.images)
+    for record in records:
+        if args.json:
+            print(json.dumps(record))
+        elif "error" in record:
+            print(f"{record['image']}: not predicted: {record['error']}")
+        else:
+            shares = ", ".join(f"{label} {p:.3f}" for label, p in record["probabilities"].items())
+            print(f"{record['image']}: {record['label']}  ({shares})")
+    print(DISCLAIMER, file=sys.stderr if args.json else sys.stdout)  # JSON lines stay clean
+    failed = sum("error" in record for record in records)
+    if failed:
+        print(f"lesionlib: {failed} of {len(records)} images could not be predicted", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lesionlib", description=__doc__, epilog=DISCLAIMER,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,6 +67,19 @@ def main(argv: list[str] | None = None) -> int:
                     "check each one and write data/manifest.csv and data/train/<class>/.")
     data.add_argument("--quiet", action="store_true", help="no progress bars")
     data.set_defaults(run=_data)
+    predict = commands.add_parser(
+        "predict", help="classify image files with an exported model (notebook 05)",
+        description="Print each image's most probable class and the probability of every class, "
+                    "from a model exported by notebook 05. A file that cannot be predicted gets "
+                    "a line saying why; the others are still predicted, and the exit status is "
+                    "1. " + DISCLAIMER)
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG, PNG or other image files")
+    predict.add_argument("--model", type=Path, default=None,
+                         help="an exported model folder (default: build/model under LESIONLIB_HOME)")
+    predict.add_argument("--json", action="store_true",
+                         help='one JSON object per image: {"image", "label", "probabilities"} '
+                              'or {"image", "error"}')
+    predict.set_defaults(run=_predict)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

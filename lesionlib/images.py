@@ -91,6 +91,12 @@ def inspect_image(path: Path, max_pixels: int = Image.MAX_IMAGE_PIXELS) -> Check
         data = path.read_bytes()
     except OSError as error:
         return Rejected(path, UNREADABLE, error.strerror or str(error))
+    return inspect_bytes(data, path, max_pixels)
+
+
+def inspect_bytes(data: bytes, path: Path, max_pixels: int = Image.MAX_IMAGE_PIXELS) -> Checked | Rejected:
+    """:func:`inspect_image` for a file's bytes already in memory (an upload, say); ``path``
+    names it in the result."""
     if not data:
         return Rejected(path, EMPTY, "0 bytes")
     try:

@@ -127,6 +127,11 @@ class Settings:
         return self.build_dir / "head"
 
     @property
+    def model_dir(self) -> Path:
+        """The exported model: SavedModel, labels, TFLite files and model card (notebook 05)."""
+        return self.build_dir / "model"
+
+    @property
     def build_dir(self) -> Path:
         return self.home / "build"
 

@@ -64,3 +64,20 @@ def archive() -> Iterator[FakeArchive]:
     server = FakeArchive(found).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def trained_smoke(tmp_path_factory):
+    """A smoke-profile home with a manifest, the tiny backbone, bottlenecks, a split and a head."""
+    from lesionlib import backbones, dataset, features, splits, training
+    from lesionlib.settings import load_settings
+
+    settings = load_settings({"LESIONLIB_HOME": str(tmp_path_factory.mktemp("home")),
+                              "LESIONLIB_PROFILE": "smoke"})
+    manifest = dataset.prepare(settings, progress=False).manifest
+    backbone = backbones.load(settings)
+    bottlenecks = features.extract(manifest, backbone, settings.bottleneck_dir, progress=False)
+    part = splits.grouped_split(manifest, seed=settings.seed)
+    head = training.train_head(training.arrays(bottlenecks, manifest, part, "train"),
+                               training.arrays(bottlenecks, manifest, part, "validation"))
+    return settings, manifest, backbone, bottlenecks, part, head

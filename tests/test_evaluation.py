@@ -152,22 +152,6 @@ def test_report_writes_json_without_nan_and_the_figures(tmp_path):
     assert json.loads((tmp_path / "report" / "metrics.json").read_text()) == {"auc": None, "n": 3}
 
 
-@pytest.fixture(scope="module")
-def trained_smoke(tmp_path_factory):
-    from lesionlib import backbones, dataset, features, splits, training
-    from lesionlib.settings import load_settings
-
-    settings = load_settings({"LESIONLIB_HOME": str(tmp_path_factory.mktemp("home")),
-                              "LESIONLIB_PROFILE": "smoke"})
-    manifest = dataset.prepare(settings, progress=False).manifest
-    backbone = backbones.load(settings)
-    bottlenecks = features.extract(manifest, backbone, settings.bottleneck_dir, progress=False)
-    part = splits.grouped_split(manifest, seed=settings.seed)
-    head = training.train_head(training.arrays(bottlenecks, manifest, part, "train"),
-                               training.arrays(bottlenecks, manifest, part, "validation"))
-    return settings, manifest, backbone, bottlenecks, part, head
-
-
 def test_predict_part_rows_match_the_images_of_the_part(trained_smoke):
     _, manifest, _, bottlenecks, part, head = trained_smoke
     test = evaluation.predict_part(head, bottlenecks, manifest, part, "test")

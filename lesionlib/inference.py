@@ -1,0 +1,179 @@
+"""Using an exported model: the SavedModel and its TFLite variants, on files, with timings.
+
+Nothing here needs the training code, Keras or the bottleneck cache: a model folder made by
+:mod:`lesionlib.export` is enough. That is what ``lesionlib predict`` uses.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from . import images
+from .export import TFLITE_VARIANTS, ModelError, read_record, tflite_path
+from .features import Preprocessing, decode, resize
+from .tfutil import import_tensorflow, native_output_filtered
+
+
+class ExportedModel:
+    """A model folder written by :func:`lesionlib.export.export_model`, loaded with TensorFlow alone."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.record = read_record(self.folder)
+        self.classes: list[str] = list(self.record["classes"])
+        self.input_size: int = int(self.record["input_size"])
+        tf = import_tensorflow()
+        try:
+            self._loaded = tf.saved_model.load(str(self.folder))
+        except (OSError, ValueError, tf.errors.OpError) as error:
+            raise ModelError(f"{self.folder} could not be loaded as a SavedModel ({type(error).__name__}: "
+                             f"{error}). Run notebook 05 again to export the model afresh.") from None
+
+    def predict_bytes(self, encoded: list[bytes], batch_size: int = 32) -> np.ndarray:
+        """Class probabilities ``[N, classes]`` of encoded images (JPEG, PNG, GIF or BMP bytes)."""
+        tf = import_tensorflow()
+        return np.concatenate([
+            self._loaded.serving_default(tf.constant(encoded[start:start + batch_size], dtype=tf.string))
+            ["probabilities"].numpy() for start in range(0, len(encoded), batch_size)]
+            or [np.zeros((0, len(self.classes)), np.float32)])
+
+    def pixels_of(self, encoded: bytes) -> np.ndarray:
+        """One encoded image as the model sees it: ``[s, s, 3]`` in [0, 1], decoded and resized
+        by the same functions as inside the model."""
+        preprocessing = Preprocessing(**self.record["preprocessing"])
+        return resize(decode(encoded), self.input_size, preprocessing).numpy()
+
+    def predict_pixels(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Class probabilities of network-sized images ``[N, s, s, 3]`` in [0, 1]."""
+        tf = import_tensorflow()
+        return np.concatenate([
+            self._loaded.pixels(tf.constant(pixels[start:start + batch_size], dtype=tf.float32))
+            ["probabilities"].numpy() for start in range(0, len(pixels), batch_size)]
+            or [np.zeros((0, len(self.classes)), np.float32)])
+
+    @property
+    def size_bytes(self) -> int:
+        """The SavedModel's own files (graph and weights), without the TFLite files beside it."""
+        return sum(path.stat().st_size for path in self.folder.rglob("*")
+                   if path.is_file() and path.suffix != ".tflite")
+
+
+class TFLiteModel:
+    """One ``model-<variant>.tflite`` file run by LiteRT (``ai-edge-litert``), one image at a time.
+
+    ``tf.lite.Interpreter`` still works but warns on every construction that it will be
+    deleted; LiteRT is its maintained successor, the same runtime phones use.
+    """
+
+    def __init__(self, folder: Path, variant: str) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.variant = variant
+        self.path = tflite_path(folder, variant)
+        if not self.path.is_file():
+            raise ModelError(f"{self.path} is missing. Run notebook 05 to convert the model.")
+        with native_output_filtered():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+            self._interpreter = Interpreter(model_path=str(self.path))
+            self._interpreter.allocate_tensors()
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    def predict_one(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities of one network-sized image ``[s, s, 3]`` in [0, 1]."""
+        batch = pixels[np.newaxis].astype(np.float32)
+        if self._input["dtype"] != np.float32:  # full int8 takes quantised pixels
+            scale, zero = self._input["quantization"]
+            info = np.iinfo(self._input["dtype"])
+            batch = np.clip(np.round(batch / scale + zero), info.min, info.max).astype(self._input["dtype"])
+        self._interpreter.set_tensor(self._input["index"], batch)
+        self._interpreter.invoke()
+        output = self._interpreter.get_tensor(self._output["index"])[0]
+        if self._output["dtype"] != np.float32:
+            scale, zero = self._output["quantization"]
+            output = (output.astype(np.float32) - zero) * scale
+        return output
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities ``[N, classes]`` of images ``[N, s, s, 3]``, one at a time."""
+        return np.stack([self.predict_one(image) for image in pixels])
+
+
+def model_bytes(data: bytes, name: str | Path) -> bytes:
+    """What a model is given for an image file's bytes: the bytes as they are when they are an
+    upright RGB JPEG, otherwise the image converted as notebook 01 converts images for training
+    (upright, 8-bit RGB, alpha on white), encoded as PNG. Raises ``ValueError`` naming the problem."""
+    checked = images.inspect_bytes(data, Path(name))
+    if isinstance(checked, images.Rejected):
+        raise ValueError(checked.reason + (f" ({checked.detail})" if checked.detail else ""))
+    if not checked.needs_conversion:
+        return data
+    out = io.BytesIO()
+    with Image.open(io.BytesIO(data)) as image:
+        images.to_rgb(image).save(out, "PNG")
+    return out.getvalue()
+
+
+def predict_files(model: ExportedModel, paths: list[str | Path]) -> list[dict]:
+    """One record per file, in order: ``{"image", "label", "probabilities": {class: p}}``, or
+    ``{"image", "error"}`` naming why that file could not be predicted. One bad file never
+    stops the others."""
+    tf = import_tensorflow()
+    records = []
+    for path in paths:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as error:
+            records.append({"image": str(path), "error": f"{images.UNREADABLE} ({error.strerror or error})"})
+            continue
+        try:
+            probabilities = model.predict_bytes([model_bytes(data, path)])[0]
+        except ValueError as error:
+            records.append({"image": str(path), "error": str(error)})
+            continue
+        except tf.errors.InvalidArgumentError as error:  # decodable by Pillow, not by TensorFlow
+            records.append({"image": str(path), "error": f"could not be decoded ({error.message.strip()})"})
+            continue
+        records.append({"image": str(path), "label": model.classes[int(probabilities.argmax())],
+                        "probabilities": {c: float(p) for c, p in zip(model.classes, probabilities)}})
+    return records
+
+
+def latency_ms(run, repeats: int = 30, warmup: int = 3) -> float:
+    """The median wall time of ``run()`` in milliseconds, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
+
+
+def variants_table(model: ExportedModel, pixels: np.ndarray, variants=TFLITE_VARIANTS,
+                   repeats: int = 30) -> pd.DataFrame:
+    """The SavedModel and each TFLite variant: size, single-image latency, and against the
+    SavedModel's own probabilities for ``pixels``, top-1 agreement and the largest difference
+    of any probability."""
+    reference = model.predict_pixels(pixels)
+    rows = [{"variant": "SavedModel", "size (MB)": model.size_bytes / 1e6,
+             "latency (ms)": latency_ms(lambda: model.predict_pixels(pixels[:1]), repeats),
+             "top-1 agreement": 1.0, "largest probability difference": 0.0}]
+    for variant in variants:
+        lite = TFLiteModel(model.folder, variant)
+        probabilities = lite.predict(pixels)
+        rows.append({"variant": variant, "size (MB)": lite.size_bytes / 1e6,
+                     "latency (ms)": latency_ms(lambda lite=lite: lite.predict_one(pixels[0]), repeats),
+                     "top-1 agreement": float((probabilities.argmax(1) == reference.argmax(1)).mean()),
+                     "largest probability difference": float(np.abs(probabilities - reference).max())})
+    return pd.DataFrame(rows).set_index("variant")

@@ -1,0 +1,151 @@
+"""The model card: what the exported model is, what it was trained and measured on, and what
+it must not be used for, written from the run's own records (``build/model/MODEL_CARD.md``)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import DISCLAIMER, fsutil
+from .export import ModelError, read_record
+
+NAME = "MODEL_CARD.md"
+
+
+def _interval(row: dict | None) -> str:
+    if not row or row.get("estimate") is None:
+        return "not measured (no images of that kind in the test part)"
+    if row.get("low") is None:
+        return f"{row['estimate']:.3f}"
+    return f"{row['estimate']:.3f} (95% interval {row['low']:.3f}–{row['high']:.3f})"
+
+
+def _table(frame: pd.DataFrame) -> str:
+    """A small DataFrame as a Markdown table (no extra dependency for ``to_markdown``)."""
+    header = [frame.index.name or ""] + [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for index, row in frame.iterrows():
+        cells = [f"{v:.3g}" if isinstance(v, (float, np.floating)) else str(v) for v in row]
+        lines.append("| " + " | ".join([str(index)] + cells) + " |")
+    return "\n".join(lines)
+
+
+def check_report(model_record: dict, metrics: dict) -> None:
+    """Refuse an evaluation report made for another head than the exported one."""
+    split = model_record["training"].get("split", {})
+    if metrics.get("split_fingerprint") != split.get("fingerprint") or \
+            metrics.get("data_source") != model_record["training"].get("data_source"):
+        raise ModelError("build/report/metrics.json was written for another head than the "
+                         "exported one (other data or another split). Run notebook 04 again, "
+                         "then this notebook.")
+
+
+def render(model_record: dict, metrics: dict, manifest: pd.DataFrame,
+           tflite: pd.DataFrame | None = None) -> str:
+    """The card's Markdown, from ``model.json``, notebook 04's ``metrics.json`` and the manifest."""
+    training = model_record["training"]
+    backbone, split, head = training["backbone"], training["split"], training["head"]
+    counts = manifest["label"].value_counts().reindex(model_record["classes"], fill_value=0)
+    licences = manifest["license"].fillna("not recorded").value_counts()
+    attributions = manifest["attribution"].dropna().unique().tolist() if "attribution" in manifest else []
+    intervals = metrics.get("intervals", {})
+    per_class = metrics.get("per_class_intervals", {})
+    operating = metrics.get("operating_point", {})
+    calibration = metrics.get("calibration", {})
+    made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Model card: lesion-course teaching classifier",
+        "",
+        f"> **{DISCLAIMER}** This model was made in a course about machine learning. It has not "
+        "been validated for any clinical use and must not be used to decide anything about "
+        "anyone's skin.",
+        "",
+        "## The model",
+        f"- Classes: {', '.join(model_record['classes'])} (ISIC's diagnosis hierarchy, level 1).",
+        f"- A frozen ImageNet network, **{backbone['name']}** (`{backbone['handle']}`, input "
+        f"{model_record['input_size']}×{model_record['input_size']}), with a softmax head trained "
+        f"on its features (\"bottleneck retraining\"): dropout {head['dropout']}, L2 {head['l2']}, "
+        f"class weights {'on' if head['class_weighting'] else 'off'}, early stopping (best epoch "
+        f"{training['best_epoch']}).",
+        "- Input: an encoded image (JPEG, PNG, GIF or BMP), resized whole to the network's square "
+        f"input ({model_record['preprocessing']['method']}). Output: one probability per class.",
+        "- Files: the SavedModel (`saved_model.pb`, `variables/`; signature `serving_default` takes "
+        "image bytes, `pixels` takes decoded images in [0, 1]), `labels.txt`, `model.json`, and "
+        "the TFLite variants below.",
+        "",
+        "## Data",
+        f"- Source: `{training['data_source']}` ({training.get('profile')} profile), "
+        f"{len(manifest)} images: " + ", ".join(f"{label} {n}" for label, n in counts.items()) + ".",
+        "- Licences: " + ", ".join(f"{name} ({n} images)" for name, n in licences.items()) + "."
+        + (" Some of them forbid commercial use (NC): do not use this model commercially either."
+           if any("NC" in str(name).upper() for name in licences.index) else ""),
+    ]
+    if attributions:
+        shown = "; ".join(str(a) for a in attributions[:3])
+        more = " and others (see the manifest)" if len(attributions) > 3 else ""
+        lines.append(f"- Attribution: {shown}{more}")
+    lines += [
+        f"- Split: {split['kind']}; validation {split['validation']:.0%}, test {split['test']:.0%}, "
+        f"seed {split['seed']}. No lesion (or patient, where known) is on two sides.",
+        "",
+        f"## Evaluation (test part, {metrics.get('test_images')} images, never used in training)",
+        f"- Accuracy: {_interval(intervals.get('accuracy'))}",
+        f"- Balanced accuracy: {_interval(intervals.get('balanced accuracy'))}",
+        f"- Malignant versus rest, ROC AUC: {_interval(intervals.get('AUC malignant vs rest'))}",
+    ]
+    for label in model_record["classes"]:
+        lines.append(f"- {label}: sensitivity {_interval(per_class.get(f'{label} sensitivity'))}; "
+                     f"specificity {_interval(per_class.get(f'{label} specificity'))}")
+    if operating.get("test"):
+        point = operating["test"]
+        lines.append(f"- Operating point: P(malignant) ≥ {point['threshold']:.3f}, chosen on "
+                     f"validation for sensitivity 0.90, gives on test sensitivity "
+                     f"{point['sensitivity']:.3f} and specificity {point['specificity']:.3f}.")
+    if calibration:
+        lines.append(f"- Calibration: expected calibration error {calibration.get('test ECE before')} "
+                     f"on test; {calibration.get('test ECE after')} after temperature scaling "
+                     f"(T = {calibration.get('temperature')}, fitted on validation; not applied "
+                     "in the exported model).")
+    lines.append("- Intervals come from resampling test lesions 1,000 times (notebook 04).")
+    if tflite is not None and len(tflite):
+        lines += ["", "## TFLite variants (against the SavedModel, on the test part)", "",
+                  _table(tflite.round(4))]
+    lines += [
+        "",
+        "## Intended use",
+        "- Teaching and learning how image classifiers are built, evaluated and deployed.",
+        "- **Not** for diagnosis, screening, triage or reassurance, by anyone, about anyone.",
+        "",
+        "## Limitations",
+        "- Dermoscopic images only. Photographs taken with a phone without a dermatoscope look "
+        "different, and the model has never seen one.",
+        "- Skin types: the ISIC Archive (and HAM10000) hold mostly light skin (Fitzpatrick I–III) "
+        "from Europe, Australia and the United States. Darker skin is under-represented; "
+        "performance there is unknown and likely worse.",
+        "- Three coarse classes: \"indeterminate\" is mostly actinic keratosis; rarer diagnoses "
+        "are folded into benign or malignant.",
+        "- Trained on a few hundred images per class; the intervals above are wide.",
+        "- Measured on one collection. Another clinic's images (other cameras, light and "
+        "patients) usually score lower.",
+        "- Probabilities are not risks for a person: they depend on how common each class was in "
+        "the training data.",
+        "",
+        "## How it was made",
+        f"- {made}, lesionlib {metadata.version('lesionlib')}, TensorFlow {metadata.version('tensorflow')}.",
+        f"- {DISCLAIMER}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write(folder: Path, metrics: dict, manifest: pd.DataFrame, tflite: pd.DataFrame | None = None) -> Path:
+    """Write ``MODEL_CARD.md`` into an exported model's folder, atomically."""
+    record = read_record(folder)
+    check_report(record, metrics)
+    target = Path(folder) / NAME
+    fsutil.write_text_atomic(target, render(record, metrics, manifest, tflite))
+    return target

@@ -1,0 +1,323 @@
+"""Exporting the model, TFLite, the predict command, the model card and the demo."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lesionlib import DISCLAIMER, backbones, export, features, fsutil, inference, modelcard, splits, training
+from lesionlib.export import ModelError
+from lesionlib.taxonomy import CLASSES
+from tests.conftest import SHARED
+
+MOBILENET = SHARED / "weights" / "tfhub" / "mobilenet_v2_100_224_feature_vector"
+
+
+def _record(settings, manifest, part, backbone) -> dict:
+    return {"backbone": {"name": backbone.spec.name, "handle": backbone.spec.handle,
+                         "input_size": backbone.spec.input_size, "identity": backbone.identity},
+            "profile": settings.profile, "data_source": str(settings.data_source),
+            "split": {"kind": "grouped by lesion and patient", "validation": 0.15, "test": 0.15,
+                      "seed": settings.seed, "fingerprint": splits.fingerprint(manifest, part)}}
+
+
+@pytest.fixture(scope="module")
+def exported(trained_smoke, tmp_path_factory):
+    """The smoke head exported, with its record as notebook 03 saves it."""
+    settings, manifest, backbone, _, part, head = trained_smoke
+    folder = tmp_path_factory.mktemp("export") / "model"
+    training.save_head(head, folder.parent / "head", _record(settings, manifest, part, backbone))
+    _, record = training.load_head(folder.parent / "head")
+    export.export_model(backbone, head, folder, record)
+    return inference.ExportedModel(folder)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """``python -m lesionlib ...`` in a fresh process, as a user would run it."""
+    return subprocess.run([sys.executable, "-m", "lesionlib", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_the_exported_model_predicts_what_the_backbone_and_head_predict(trained_smoke, exported):
+    _, manifest, _, bottlenecks, _, head = trained_smoke
+    paths = manifest["path"].iloc[:20]
+    served = exported.predict_bytes([Path(p).read_bytes() for p in paths], batch_size=7)
+    expected = head.predict(bottlenecks.features[bottlenecks.index.get_indexer(paths.index)])
+    assert served.shape == (20, len(CLASSES))
+    np.testing.assert_allclose(served, expected, atol=1e-6)
+    pixels = np.stack([exported.pixels_of(Path(p).read_bytes()) for p in paths])
+    np.testing.assert_allclose(exported.predict_pixels(pixels), served, atol=1e-6)
+
+
+def test_the_model_folder_holds_labels_and_its_record(exported):
+    assert (exported.folder / "labels.txt").read_text().split() == list(CLASSES)
+    assert exported.classes == list(CLASSES)
+    assert exported.record["training"]["split"]["fingerprint"]
+    assert exported.record["disclaimer"] == DISCLAIMER
+
+
+def test_a_failed_export_leaves_the_previous_model_whole(trained_smoke, exported, tmp_path, monkeypatch):
+    settings, manifest, backbone, _, part, head = trained_smoke
+    folder = tmp_path / "model"
+    shutil.copytree(exported.folder, folder)
+    before = sorted(p.name for p in folder.rglob("*"))
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fsutil, "write_json_atomic", broken)  # after the SavedModel is written
+    with pytest.raises(OSError, match="disk full"):
+        export.export_model(backbone, head, folder, exported.record["training"])
+    assert sorted(p.name for p in folder.rglob("*")) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary folder left behind
+
+
+def test_a_new_export_removes_files_of_the_old_model(trained_smoke, exported, tmp_path):
+    _, _, backbone, _, _, head = trained_smoke
+    folder = tmp_path / "model"
+    shutil.copytree(exported.folder, folder)
+    (folder / "model-float32.tflite").write_bytes(b"a TFLite file of the previous model")
+    export.export_model(backbone, head, folder, exported.record["training"])
+    assert not (folder / "model-float32.tflite").exists()  # it no longer matches the model
+    assert (folder / "saved_model.pb").is_file()
+
+
+def test_atomic_folder_replaces_only_on_success(tmp_path):
+    target = tmp_path / "out"
+    with fsutil.atomic_folder(target) as temporary:
+        (temporary / "a").write_text("1")
+    assert (target / "a").read_text() == "1"
+    with pytest.raises(RuntimeError), fsutil.atomic_folder(target) as temporary:
+        (temporary / "b").write_text("2")
+        raise RuntimeError
+    assert [p.name for p in target.iterdir()] == ["a"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_folder_without_a_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelError, match="Run notebook 05"):
+        inference.ExportedModel(tmp_path)
+    (tmp_path / "saved_model.pb").write_bytes(b"garbage")
+    (tmp_path / "model.json").write_text("{not json")
+    with pytest.raises(ModelError, match="damaged"):
+        inference.ExportedModel(tmp_path)
+
+
+@pytest.fixture
+def odd_files(tmp_path, trained_smoke) -> dict[str, Path]:
+    """A good JPEG, a PNG with transparency, and the bad files a learner might pass."""
+    _, manifest, *_ = trained_smoke
+    good = Path(manifest["path"].iloc[0])
+    files = {"good": good}
+    png = tmp_path / "lesion with alpha.png"
+    Image.open(good).convert("RGBA").save(png)
+    files["png"] = png
+    files["text"] = tmp_path / "notes.txt"
+    files["text"].write_text("not an image")
+    files["truncated"] = tmp_path / "cut.jpg"
+    files["truncated"].write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    files["empty"] = tmp_path / "empty.jpg"
+    files["empty"].write_bytes(b"")
+    files["missing"] = tmp_path / "no-such-image.jpg"
+    return files
+
+
+def test_predict_files_gives_a_record_per_file_and_names_each_failure(exported, odd_files):
+    records = inference.predict_files(exported, list(odd_files.values()))
+    assert [r["image"] for r in records] == [str(p) for p in odd_files.values()]
+    by_name = dict(zip(odd_files, records))
+    for name in ("good", "png"):
+        assert set(by_name[name]["probabilities"]) == set(CLASSES)
+        probabilities = by_name[name]["probabilities"]
+        assert by_name[name]["label"] == max(probabilities, key=probabilities.get)
+        assert sum(by_name[name]["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+    assert by_name["text"]["error"].startswith("not an image")
+    assert by_name["truncated"]["error"].startswith("truncated or corrupt image")
+    assert by_name["empty"]["error"].startswith("empty file")
+    assert by_name["missing"]["error"] == "unreadable file (No such file or directory)"
+
+
+def test_a_png_with_alpha_is_predicted_like_the_same_image_on_white(exported, odd_files, tmp_path):
+    flat = tmp_path / "flat.png"
+    with Image.open(odd_files["png"]) as image:
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.getchannel("A"))
+        background.save(flat)
+    alpha, white = inference.predict_files(exported, [odd_files["png"], flat])
+    assert alpha["probabilities"] == pytest.approx(white["probabilities"], abs=1e-6)
+
+
+def test_predict_json_in_a_fresh_process(exported, odd_files):
+    result = _cli("predict", "--json", "--model", str(exported.folder),
+                  str(odd_files["good"]), str(odd_files["truncated"]), str(odd_files["text"]),
+                  str(odd_files["missing"]))
+    assert result.returncode == 1
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    names = ("good", "truncated", "text", "missing")
+    assert [r["image"] for r in records] == [str(odd_files[k]) for k in names]
+    assert set(records[0]) == {"image", "label", "probabilities"}
+    assert all(set(r) == {"image", "error"} for r in records[1:])
+    here = inference.predict_files(exported, [odd_files["good"]])[0]
+    assert records[0] == here  # the fresh process loads the same model and gives the same numbers
+    assert DISCLAIMER in result.stderr and "3 of 4 images could not be predicted" in result.stderr
+
+
+def test_predict_text_output_and_exit_status(exported, odd_files):
+    ok = _cli("predict", "--model", str(exported.folder), str(odd_files["good"]))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith(f"{odd_files['good']}: ")
+    assert DISCLAIMER in ok.stdout
+    bad = _cli("predict", "--model", str(exported.folder), str(odd_files["text"]))
+    assert bad.returncode == 1
+    assert f"{odd_files['text']}: not predicted: not an image" in bad.stdout
+
+
+def test_predict_without_a_model_is_one_clear_line(tmp_path, odd_files):
+    result = _cli("predict", "--model", str(tmp_path / "nothing"), str(odd_files["good"]))
+    assert result.returncode == 2
+    assert "holds no exported model" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def converted(exported, trained_smoke):
+    _, manifest, *_ = trained_smoke
+    representative = np.stack([exported.pixels_of(Path(p).read_bytes()) for p in manifest["path"].iloc[:30]])
+    for variant in export.TFLITE_VARIANTS:
+        export.convert_tflite(exported.folder, variant, representative)
+    return exported
+
+
+def test_every_tflite_variant_is_written_and_runs(converted, trained_smoke):
+    _, manifest, *_ = trained_smoke
+    pixels = np.stack([converted.pixels_of(Path(p).read_bytes()) for p in manifest["path"].iloc[30:40]])
+    table = inference.variants_table(converted, pixels, repeats=2)
+    assert list(table.index) == ["SavedModel", *export.TFLITE_VARIANTS]
+    assert (table["size (MB)"] > 0).all() and (table["latency (ms)"] > 0).all()
+    assert table.loc["float32", "largest probability difference"] < 1e-4
+    assert table.loc["float32", "top-1 agreement"] == 1.0
+    assert table.loc["float16", "largest probability difference"] < 0.01
+    full = inference.TFLiteModel(converted.folder, "int8")
+    assert full._input["dtype"] == np.uint8 and full._output["dtype"] == np.uint8
+    probabilities = full.predict(pixels)
+    assert probabilities.shape == (10, len(CLASSES)) and np.all((probabilities >= 0) & (probabilities <= 1))
+
+
+def test_full_int8_needs_representative_images_and_variants_are_checked(exported):
+    with pytest.raises(ValueError, match="representative"):
+        export.convert_tflite(exported.folder, "int8")
+    with pytest.raises(ValueError, match="float16"):
+        export.convert_tflite(exported.folder, "int4")
+
+
+def test_a_missing_tflite_file_is_a_clear_error(exported, tmp_path):
+    with pytest.raises(ModelError, match="model-float16.tflite is missing"):
+        inference.TFLiteModel(tmp_path, "float16")
+
+
+@pytest.mark.skipif(not MOBILENET.is_dir(), reason=f"shared MobileNet V2 not found at {MOBILENET}")
+def test_a_real_mobilenet_export_is_self_contained_and_converts(tmp_path, ham10000):
+    """MobileNet V2 from a folder that is deleted after export: the model must not need it."""
+    from lesionlib.settings import load_settings
+
+    copy = tmp_path / "mobilenet_v2_100_224_feature_vector"
+    shutil.copytree(MOBILENET, copy)
+    settings = load_settings({"LESIONLIB_HOME": str(tmp_path / "home"), "LESIONLIB_BACKBONE": str(copy)})
+    backbone = backbones.load(settings)
+    paths = sorted((ham10000 / "images").glob("ISIC_*.jpg"))[:24]
+    batches = features.image_pipeline([str(p) for p in paths], np.zeros((len(paths), 2)), 224, (0.0, 1.0))
+    bottlenecks = np.concatenate([np.asarray(backbone(images)) for _, images in batches])
+    labels = np.arange(len(paths)) % len(CLASSES)
+    head = training.train_head((bottlenecks, labels), (bottlenecks, labels),
+                               training.HeadConfig(epochs=3, patience=3))
+    expected = head.predict(bottlenecks)
+    record = {"backbone": {"name": backbone.spec.name, "handle": str(copy), "input_size": 224,
+                           "identity": backbone.identity}}
+    folder = export.export_model(backbone, head, tmp_path / "model", record)
+    del backbone
+    shutil.rmtree(copy)
+
+    result = _cli("predict", "--json", "--model", str(folder), *map(str, paths[:4]))
+    assert result.returncode == 0, result.stderr
+    fresh = np.array([[r["probabilities"][c] for c in CLASSES]
+                      for r in map(json.loads, result.stdout.splitlines())])
+    np.testing.assert_allclose(fresh, expected[:4], atol=1e-5)
+
+    model = inference.ExportedModel(folder)
+    assert model.size_bytes > 8e6  # MobileNet V2's 3.5 million weights are inside
+    pixels = np.stack([model.pixels_of(p.read_bytes()) for p in paths])
+    export.convert_tflite(folder, "float32")
+    export.convert_tflite(folder, "int8", pixels[:16])
+    table = inference.variants_table(model, pixels[16:], ["float32", "int8"], repeats=2)
+    assert table.loc["float32", "largest probability difference"] < 1e-4
+    sizes = {variant: inference.TFLiteModel(folder, variant).size_bytes for variant in ("float32", "int8")}
+    assert sizes["int8"] < 0.4 * sizes["float32"]
+
+
+def _metrics(record: dict) -> dict:
+    interval = {"estimate": 0.7, "low": 0.6, "high": 0.8}
+    auc = {"estimate": 0.78, "low": 0.69, "high": 0.86}
+    per_class = {f"{c} {m}": interval for c in CLASSES for m in ("sensitivity", "specificity")}
+    per_class["indeterminate sensitivity"] = {"estimate": None, "low": None, "high": None}
+    return {"data_source": record["data_source"], "split_fingerprint": record["split"]["fingerprint"],
+            "test_images": 42, "intervals": {"accuracy": interval, "balanced accuracy": interval,
+                                             "AUC malignant vs rest": auc},
+            "per_class_intervals": per_class,
+            "operating_point": {"test": {"threshold": 0.26, "sensitivity": 0.82, "specificity": 0.59}},
+            "calibration": {"temperature": 0.83, "test ECE before": 0.07, "test ECE after": 0.04}}
+
+
+def test_the_model_card_is_written_from_the_run(converted, trained_smoke):
+    _, manifest, *_ = trained_smoke
+    pixels = np.stack([converted.pixels_of(Path(manifest["path"].iloc[0]).read_bytes())])
+    table = inference.variants_table(converted, pixels, repeats=1)
+    metrics = _metrics(converted.record["training"])
+    card = modelcard.write(converted.folder, metrics, manifest, table).read_text()
+    assert DISCLAIMER in card
+    assert "0.780 (95% interval 0.690–0.860)" in card
+    assert "indeterminate: sensitivity not measured" in card
+    assert "Dermoscopic images only" in card and "Fitzpatrick" in card
+    assert "| int8 |" in card
+    for label in CLASSES:
+        assert f"{label} {int((manifest['label'] == label).sum())}" in card
+
+
+def test_the_model_card_refuses_a_report_of_another_head(exported, trained_smoke, tmp_path):
+    _, manifest, *_ = trained_smoke
+    folder = tmp_path / "model"
+    shutil.copytree(exported.folder, folder, ignore=shutil.ignore_patterns(modelcard.NAME))
+    metrics = _metrics(exported.record["training"]) | {"split_fingerprint": "another split"}
+    with pytest.raises(ModelError, match="Run notebook 04 again"):
+        modelcard.write(folder, metrics, manifest)
+    assert not (folder / modelcard.NAME).exists()
+
+
+def test_the_demo_figure_and_the_upload_box(exported, odd_files, capsys):
+    import ipywidgets
+
+    from lesionlib import demo
+
+    figure = demo.prediction_figure(exported, odd_files["png"].read_bytes(), odd_files["png"].name)
+    assert figure._suptitle.get_text() == DISCLAIMER
+    box = demo.upload_demo(exported)
+    upload = next(child for child in box.children if isinstance(child, ipywidgets.FileUpload))
+    upload.value = ({"name": "notes.txt", "type": "text/plain", "size": 12, "last_modified": datetime.now(),
+                     "content": memoryview(b"not an image")},)
+    assert "notes.txt: not predicted: not an image" in capsys.readouterr().out
+    assert DISCLAIMER in box.children[0].value
+
+
+def test_uploads_are_read_from_ipywidgets_7_and_8():
+    from lesionlib.demo import _uploads
+
+    data = io.BytesIO(b"abc").getvalue()
+    assert _uploads(({"name": "a.jpg", "content": memoryview(data)},)) == [("a.jpg", data)]
+    assert _uploads({"a.jpg": {"metadata": {}, "content": data}}) == [("a.jpg", data)]
