@@ -29,8 +29,30 @@ NOISE = re.compile(
 )
 
 
-def _crash_log() -> Path:
-    return Path(tempfile.gettempdir()) / f"lesionlib-tensorflow-import-{getpass.getuser()}.log"
+def _crash_log(pid: int | str = "*") -> Path:
+    """The capture file of the import in process ``pid`` (one per process: kernels and
+    commands often import TensorFlow at the same moment)."""
+    return Path(tempfile.gettempdir()) / f"lesionlib-tensorflow-import-{getpass.getuser()}-{pid}.log"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _crashed_imports() -> list[Path]:
+    """Capture files left by imports whose process has ended: those imports killed it."""
+    found = []
+    for path in _crash_log().parent.glob(_crash_log().name):
+        pid = path.stem.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            found.append(path)
+    return found
 
 
 @contextmanager
@@ -73,11 +95,11 @@ def import_tensorflow() -> ModuleType:
     """``tensorflow``, imported (once) with its C++ start-up noise left out of the output."""
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
-    log = _crash_log()
-    if log.exists():  # the last import ended the process: say what it printed
-        print("The last import of TensorFlow ended the program. It printed:\n"
-              + log.read_text(errors="replace"), file=sys.stderr)
-        log.unlink()
+    for crashed in _crashed_imports():  # an earlier import ended its process: say what it printed
+        print("An earlier import of TensorFlow ended its program. It printed:\n"
+              + crashed.read_text(errors="replace"), file=sys.stderr)
+        crashed.unlink(missing_ok=True)
+    log = _crash_log(os.getpid())
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # later INFO and WARNING lines too
     with native_output_filtered(log):
         import tensorflow as tf

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
-from lesionlib.tfutil import native_output_filtered
+from lesionlib.tfutil import _crash_log, native_output_filtered
 
 
 def test_native_lines_are_filtered_and_the_rest_is_printed_after(capfd):
@@ -28,3 +30,34 @@ def test_the_file_descriptors_are_restored_after_an_error(capfd):
         pass
     os.write(2, b"after\n")
     assert capfd.readouterr().err.splitlines() == ["printed before the error", "after"]
+
+
+def _import_in_a_fresh_process() -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from lesionlib.tfutil import import_tensorflow; "
+                           "import_tensorflow()"], capture_output=True, text=True, timeout=120)
+
+
+def test_an_import_that_ended_its_process_is_reported_by_the_next_one():
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True).stdout.strip()
+    left = _crash_log(ended)
+    left.write_text("Illegal instruction: this CPU lacks AVX\n")
+    try:
+        result = _import_in_a_fresh_process()
+        assert "An earlier import of TensorFlow ended its program" in result.stderr
+        assert "this CPU lacks AVX" in result.stderr
+        assert not left.exists()
+    finally:
+        left.unlink(missing_ok=True)
+
+
+def test_an_import_running_in_another_process_is_left_alone():
+    running = _crash_log(os.getpid())  # this process is alive: its import is still going on
+    running.write_text("I0000 oneDNN custom operations are on\n")
+    try:
+        result = _import_in_a_fresh_process()
+        assert result.returncode == 0
+        assert "earlier import" not in result.stderr
+        assert running.exists()
+    finally:
+        running.unlink(missing_ok=True)
