@@ -38,7 +38,8 @@ def atomic_path(target: Path) -> Iterator[Path]:
 @contextmanager
 def atomic_folder(target: Path) -> Iterator[Path]:
     """Yield a new empty folder beside ``target``; it replaces ``target`` (and all of its
-    contents) only if the block succeeds, so readers see the old folder or the new, never half."""
+    contents) only if the block succeeds. Readers may find no folder for an instant (two
+    renames), never a half-written one; if the swap fails, the old folder is put back."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
@@ -48,10 +49,15 @@ def atomic_folder(target: Path) -> Iterator[Path]:
         os.chmod(temporary, 0o777 & ~_UMASK)  # mkdtemp makes folders private (0700); undo that
         if target.exists():
             os.replace(target, old)
-        os.replace(temporary, target)
+        try:
+            os.replace(temporary, target)
+        except BaseException:
+            if old.exists():
+                os.replace(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_atomic(target: Path, writer: Callable[[IO[str]], Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,17 @@ def test_the_exported_model_predicts_what_the_backbone_and_head_predict(trained_
     np.testing.assert_allclose(served, expected, atol=1e-6)
     pixels = np.stack([exported.pixels_of(Path(p).read_bytes()) for p in paths])
     np.testing.assert_allclose(exported.predict_pixels(pixels), served, atol=1e-6)
+
+
+def test_the_serving_signature_returns_labels_and_classes(exported, trained_smoke):
+    import tensorflow as tf
+
+    _, manifest, *_ = trained_smoke
+    encoded = [Path(p).read_bytes() for p in manifest["path"].iloc[:3]]
+    output = exported._loaded.serving_default(tf.constant(encoded))
+    probabilities = output["probabilities"].numpy()
+    assert [x.decode() for x in output["label"].numpy()] == [CLASSES[i] for i in probabilities.argmax(1)]
+    assert [[x.decode() for x in row] for row in output["classes"].numpy()] == [list(CLASSES)] * 3
 
 
 def test_the_model_folder_holds_labels_and_its_record(exported):
@@ -132,7 +144,7 @@ def odd_files(tmp_path, trained_smoke) -> dict[str, Path]:
 
 
 def test_predict_files_gives_a_record_per_file_and_names_each_failure(exported, odd_files):
-    records = inference.predict_files(exported, list(odd_files.values()))
+    records = list(inference.predict_files(exported, list(odd_files.values())))
     assert [r["image"] for r in records] == [str(p) for p in odd_files.values()]
     by_name = dict(zip(odd_files, records))
     for name in ("good", "png"):
@@ -140,10 +152,26 @@ def test_predict_files_gives_a_record_per_file_and_names_each_failure(exported, 
         probabilities = by_name[name]["probabilities"]
         assert by_name[name]["label"] == max(probabilities, key=probabilities.get)
         assert sum(by_name[name]["probabilities"].values()) == pytest.approx(1, abs=1e-5)
-    assert by_name["text"]["error"].startswith("not an image")
+    assert by_name["text"]["error"] == "not an image (no image format recognised): give a JPEG or PNG image"
     assert by_name["truncated"]["error"].startswith("truncated or corrupt image")
-    assert by_name["empty"]["error"].startswith("empty file")
-    assert by_name["missing"]["error"] == "unreadable file (No such file or directory)"
+    assert by_name["truncated"]["error"].endswith("copy or download it again")
+    assert by_name["empty"]["error"] == "empty file (0 bytes): copy or download it again"
+    assert by_name["missing"]["error"].startswith(
+        "unreadable file (No such file or directory): check the path")
+
+
+def test_an_exif_rotated_photo_is_predicted_upright(exported, odd_files, tmp_path):
+    with Image.open(odd_files["good"]) as image:
+        upright = image.convert("RGB").crop((0, 0, image.width, image.height * 3 // 4))  # not square
+    upright.save(tmp_path / "upright.jpg", quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display": the camera was held sideways
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "sideways.jpg", quality=95, exif=exif)
+    straight, turned = inference.predict_files(exported, [tmp_path / "upright.jpg",
+                                                          tmp_path / "sideways.jpg"])
+    assert turned["probabilities"] == pytest.approx(straight["probabilities"], abs=0.02)
+    raw = exported.predict_bytes([(tmp_path / "sideways.jpg").read_bytes()])[0]  # the model alone
+    assert not np.allclose(raw, list(turned["probabilities"].values()), atol=1e-4)
 
 
 def test_a_png_with_alpha_is_predicted_like_the_same_image_on_white(exported, odd_files, tmp_path):
@@ -166,7 +194,7 @@ def test_predict_json_in_a_fresh_process(exported, odd_files):
     assert [r["image"] for r in records] == [str(odd_files[k]) for k in names]
     assert set(records[0]) == {"image", "label", "probabilities"}
     assert all(set(r) == {"image", "error"} for r in records[1:])
-    here = inference.predict_files(exported, [odd_files["good"]])[0]
+    here = next(inference.predict_files(exported, [odd_files["good"]]))
     assert records[0] == here  # the fresh process loads the same model and gives the same numbers
     assert DISCLAIMER in result.stderr and "3 of 4 images could not be predicted" in result.stderr
 
@@ -267,11 +295,12 @@ def _metrics(record: dict) -> dict:
     auc = {"estimate": 0.78, "low": 0.69, "high": 0.86}
     per_class = {f"{c} {m}": interval for c in CLASSES for m in ("sensitivity", "specificity")}
     per_class["indeterminate sensitivity"] = {"estimate": None, "low": None, "high": None}
-    return {"data_source": record["data_source"], "split_fingerprint": record["split"]["fingerprint"],
+    return {"data_source": record["data_source"], "head": training.record_digest(record),
             "test_images": 42, "intervals": {"accuracy": interval, "balanced accuracy": interval,
                                              "AUC malignant vs rest": auc},
             "per_class_intervals": per_class,
-            "operating_point": {"test": {"threshold": 0.26, "sensitivity": 0.82, "specificity": 0.59}},
+            "operating_point": {"target sensitivity": 0.9,
+                                "test": {"threshold": 0.26, "sensitivity": 0.82, "specificity": 0.59}},
             "calibration": {"temperature": 0.83, "test ECE before": 0.07, "test ECE after": 0.04}}
 
 
@@ -294,7 +323,7 @@ def test_the_model_card_refuses_a_report_of_another_head(exported, trained_smoke
     _, manifest, *_ = trained_smoke
     folder = tmp_path / "model"
     shutil.copytree(exported.folder, folder, ignore=shutil.ignore_patterns(modelcard.NAME))
-    metrics = _metrics(exported.record["training"]) | {"split_fingerprint": "another split"}
+    metrics = _metrics(exported.record["training"]) | {"head": "the digest of another head"}
     with pytest.raises(ModelError, match="Run notebook 04 again"):
         modelcard.write(folder, metrics, manifest)
     assert not (folder / modelcard.NAME).exists()
@@ -321,3 +350,78 @@ def test_uploads_are_read_from_ipywidgets_7_and_8():
     data = io.BytesIO(b"abc").getvalue()
     assert _uploads(({"name": "a.jpg", "content": memoryview(data)},)) == [("a.jpg", data)]
     assert _uploads({"a.jpg": {"metadata": {}, "content": data}}) == [("a.jpg", data)]
+
+
+def test_atomic_folder_puts_the_old_folder_back_when_the_swap_fails(tmp_path, monkeypatch):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "weights").write_text("the previous model")
+    real_replace = os.replace
+
+    def failing_second_rename(source, destination):
+        if Path(source).name.endswith(".tmp"):
+            raise OSError("no space left on device")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", failing_second_rename)
+    with pytest.raises(OSError, match="no space"), fsutil.atomic_folder(target) as temporary:
+        (temporary / "weights").write_text("the new model")
+    assert (target / "weights").read_text() == "the previous model"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+@pytest.fixture
+def fake_colab(monkeypatch):
+    """Stand-ins for the ``google.colab`` modules, which exist only on Colab's machines."""
+    import types
+
+    calls: dict[str, object] = {"enabled": 0, "uploads": {}}
+    colab = types.ModuleType("google.colab")
+    colab.output = types.SimpleNamespace(
+        enable_custom_widget_manager=lambda: calls.__setitem__("enabled", calls["enabled"] + 1))
+    colab.files = types.SimpleNamespace(upload=lambda: calls["uploads"])
+    google = types.ModuleType("google")
+    google.colab = colab
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    return calls
+
+
+def test_on_colab_the_demo_enables_widgets_and_offers_colabs_own_upload(exported, odd_files, fake_colab,
+                                                                        capsys):
+    from lesionlib import demo
+
+    demo.upload_demo(exported)
+    assert fake_colab["enabled"] == 1
+    fake_colab["uploads"] = {"notes.txt": b"not an image", "lesion.png": odd_files["png"].read_bytes()}
+    demo.colab_upload(exported)
+    out = capsys.readouterr().out
+    assert DISCLAIMER in out and "notes.txt: not predicted: not an image" in out
+    assert "Figure" in out  # the good image was displayed
+
+
+def test_colab_upload_elsewhere_says_what_to_use_instead(exported):
+    from lesionlib import demo
+
+    with pytest.raises(RuntimeError, match="upload_demo"):
+        demo.colab_upload(exported)
+
+
+def test_records_table_and_a_new_process(exported, odd_files, tmp_path):
+    records = inference.predict_in_new_process(exported.folder, [odd_files["good"], odd_files["text"]])
+    table = inference.records_table(records)
+    assert list(table.index) == [odd_files["good"].name, odd_files["text"].name]
+    assert list(table.columns) == ["label", "error", *(f"p_{c}" for c in CLASSES)]
+    assert table.loc[odd_files["text"].name, "error"].startswith("not an image")
+    with pytest.raises(ModelError, match="holds no exported model"):
+        inference.predict_in_new_process(tmp_path, [odd_files["good"]])
+
+
+def test_smallest_agreeing_variant():
+    import pandas as pd
+
+    table = pd.DataFrame({"size (MB)": [10.0, 9.0, 4.5, 2.5], "top-1 agreement": [1.0, 1.0, 1.0, 0.9]},
+                         index=["SavedModel", "float32", "float16", "int8"])
+    assert inference.smallest_agreeing(table, 0.99) == "float16"
+    assert inference.smallest_agreeing(table, 0.9) == "int8"
+    assert inference.smallest_agreeing(table.drop(index=["float32", "float16"]), 0.99) is None
