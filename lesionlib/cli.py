@@ -39,19 +39,22 @@ def _predict(args: argparse.Namespace) -> int:
     from .inference import ExportedModel, predict_files
 
     model = ExportedModel(args.model or load_settings().model_dir)
-    records = predict_files(model, args.images)
-    for record in records:
+    if hasattr(sys.stdout, "reconfigure"):  # a file name that is not valid text must not stop us
+        sys.stdout.reconfigure(errors="backslashreplace")
+    total = failed = 0
+    for record in predict_files(model, args.images):  # each line as soon as it is known
+        total += 1
+        failed += "error" in record
         if args.json:
-            print(json.dumps(record))
+            print(json.dumps(record), flush=True)
         elif "error" in record:
-            print(f"{record['image']}: not predicted: {record['error']}")
+            print(f"{record['image']}: not predicted: {record['error']}", flush=True)
         else:
             shares = ", ".join(f"{label} {p:.3f}" for label, p in record["probabilities"].items())
-            print(f"{record['image']}: {record['label']}  ({shares})")
+            print(f"{record['image']}: {record['label']}  ({shares})", flush=True)
     print(DISCLAIMER, file=sys.stderr if args.json else sys.stdout)  # JSON lines stay clean
-    failed = sum("error" in record for record in records)
     if failed:
-        print(f"lesionlib: {failed} of {len(records)} images could not be predicted", file=sys.stderr)
+        print(f"lesionlib: {failed} of {total} images could not be predicted", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -1,12 +1,16 @@
 """The notebook 05 demo: a learner's own image, the model's probabilities and where it looked.
 
-The upload box is a plain ``ipywidgets.FileUpload``, which works in JupyterLab, Jupyter
-Notebook, VS Code and Colab (Colab ships ipywidgets 7, whose upload value has another shape;
-both are read). Colab drops uploads above about 1 MB (ipywidgets issue 3452), so the demo
-says so.
+The upload box is a plain ``ipywidgets.FileUpload``. It works in JupyterLab, Jupyter Notebook
+and VS Code. Colab ships ipywidgets 7, whose upload value has another shape (both are read);
+with ipywidgets 8 installed, Colab shows widgets only after
+``google.colab.output.enable_custom_widget_manager()``, which :func:`upload_demo` calls there.
+Colab also drops widget uploads above about 1 MB (ipywidgets issue 3452);
+:func:`colab_upload` uses Colab's own upload dialog instead.
 """
 
 from __future__ import annotations
+
+import sys
 
 from . import DISCLAIMER
 from .evaluation import occlusion
@@ -53,26 +57,54 @@ def _uploads(value) -> list[tuple[str, bytes]]:
     return [(item["name"], bytes(item["content"])) for item in value]
 
 
+def _show(model: ExportedModel, name: str, data: bytes) -> None:
+    """Display one uploaded image's figure, or say why it cannot be predicted."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    try:
+        figure = prediction_figure(model, data, name)
+    except ValueError as error:
+        print(f"{name}: not predicted: {error}")
+        return
+    display(figure)
+    plt.close(figure)
+
+
+def _in_colab() -> bool:
+    return "google.colab" in sys.modules
+
+
 def upload_demo(model: ExportedModel):
     """An upload box; each uploaded image is shown with :func:`prediction_figure`."""
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
 
+    if _in_colab() and int(widgets.__version__.split(".")[0]) >= 8:
+        from google.colab import output
+
+        output.enable_custom_widget_manager()
     upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload an image")
-    output = widgets.Output()
+    shown = widgets.Output()
 
     def show(_change) -> None:
-        with output:
-            output.clear_output(wait=True)
+        with shown:
+            shown.clear_output(wait=True)
             for name, data in _uploads(upload.value):
-                try:
-                    figure = prediction_figure(model, data, name)
-                except ValueError as error:
-                    print(f"{name}: not predicted: {error}")
-                    continue
-                plt.show(figure)
+                _show(model, name, data)
 
     upload.observe(show, names="value")
     note = widgets.HTML(f"<b>{DISCLAIMER}</b><br>Dermoscopic images only; the model has never "
-                        "seen a phone photo of skin. On Colab, keep uploads under 1 MB.")
-    return widgets.VBox([note, upload, output])
+                        "seen a phone photo of skin. On Colab, if nothing appears or the image "
+                        "is over 1 MB, run <code>demo.colab_upload(model)</code> instead.")
+    return widgets.VBox([note, upload, shown])
+
+
+def colab_upload(model: ExportedModel) -> None:
+    """Colab only: choose images in Colab's own upload dialog; each is shown as in the demo."""
+    if not _in_colab():
+        raise RuntimeError("colab_upload works in Google Colab only; use upload_demo(model) here.")
+    from google.colab import files
+
+    print(DISCLAIMER)
+    for name, data in files.upload().items():
+        _show(model, name, data)

@@ -9,6 +9,7 @@ gets ``NaN`` where a number cannot exist, never an exception.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from . import fsutil
+from . import LesionlibError, fsutil
 from .features import Bottlenecks, Preprocessing, image_pipeline
 from .splits import groups
 from .taxonomy import CLASSES
@@ -404,6 +405,17 @@ def _plain(value):
     if isinstance(value, np.integer):
         return int(value)
     return value
+
+
+def read_report(folder: Path) -> dict:
+    """``metrics.json`` of the report written by :func:`write_report` (notebook 04)."""
+    path = Path(folder) / "metrics.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LesionlibError(f"No evaluation report at {path}. Run notebook 04 first.") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise LesionlibError(f"{path} is damaged ({error}). Run notebook 04 again.") from None
 
 
 def write_report(folder: Path, metrics: dict, figures: dict) -> list[Path]:

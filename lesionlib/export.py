@@ -8,6 +8,10 @@ resize images exactly as training did. Here everything is inside one SavedModel 
   returns ``probabilities`` ``[N, 3]``, the most probable ``label`` ``[N]`` and the ``classes``
   in column order. Decoding and resizing are :func:`lesionlib.features.decode` and
   :func:`~lesionlib.features.resize`, the very functions that made the training bottlenecks.
+  Like TensorFlow's decoders, it expects **upright RGB** images: it does not apply a JPEG's
+  EXIF rotation and drops transparency. Training images were made upright RGB by notebook
+  01; :func:`lesionlib.inference.model_bytes` does the same for any image file, and
+  ``lesionlib predict`` and the demo use it. A server should too.
 * ``pixels`` takes network-sized images ``[N, s, s, 3]`` in [0, 1]; it is what TFLite gets,
   since TFLite has no image decoder (a phone app decodes with its own platform's API).
 
@@ -22,21 +26,24 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import DISCLAIMER, LesionlibError, fsutil
-from .backbones import Backbone
 from .features import Preprocessing, decode, resize
 from .taxonomy import CLASSES
 from .tfutil import import_tensorflow, native_output_filtered
-from .training import TrainedHead
+
+if TYPE_CHECKING:  # only for the type hints: loading a model needs no training code
+    from .backbones import Backbone
+    from .training import TrainedHead
 
 FORMAT = 1
 RECORD = "model.json"  # how the model was made: backbone, preprocessing, head record
 PIXELS = "pixels"
-# Each variant: (what is stored as float16/int8, the converter settings). Full int8 needs
-# representative images to choose the ranges of the activations; so does nothing else.
+# Each variant and what it changes. Only full int8 needs representative images (to choose
+# the ranges of the activations).
 TFLITE_VARIANTS = {
     "float32": "weights and arithmetic in float32: the SavedModel's numbers",
     "float16": "weights stored as float16 (half the size), computed in float32",
@@ -134,6 +141,7 @@ def read_record(folder: Path) -> dict:
 
 
 def tflite_path(folder: Path, variant: str) -> Path:
+    """Where the TFLite file of ``variant`` goes, beside the SavedModel."""
     return Path(folder) / f"model-{variant}.tflite"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,14 @@ TRUNCATED = "truncated or corrupt image"
 TOO_LARGE = "too many pixels (possible decompression bomb)"
 UNREADABLE = "unreadable file"
 DUPLICATE = "duplicate of another image"
+# What to do about a file refused for each reason (for messages about one file).
+FIXES = {
+    EMPTY: "copy or download it again",
+    NOT_AN_IMAGE: "give a JPEG or PNG image",
+    TRUNCATED: "the file is damaged or cut short: copy or download it again",
+    TOO_LARGE: "scale it down first",
+    UNREADABLE: "check the path and that the file can be read",
+}
 
 # Colour used under transparent pixels: white, as an image viewer shows them.
 BACKGROUND = (255, 255, 255)
@@ -61,7 +70,9 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
     """Open and fully decode ``data``; raise ``_Refusal`` with a reason when it is unusable."""
     # Decoders raise many kinds of errors on malformed input; each means "corrupt" here.
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # the size is checked below, against our own limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise _Refusal(NOT_AN_IMAGE, "no image format recognised") from None
     except Image.DecompressionBombError as error:

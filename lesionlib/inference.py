@@ -1,13 +1,18 @@
 """Using an exported model: the SavedModel and its TFLite variants, on files, with timings.
 
-Nothing here needs the training code, Keras or the bottleneck cache: a model folder made by
-:mod:`lesionlib.export` is enough. That is what ``lesionlib predict`` uses.
+Nothing here needs the training code or the bottleneck cache: a model folder made by
+:mod:`lesionlib.export` is enough, loaded with ``tf.saved_model.load``. That is what
+``lesionlib predict`` uses.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +40,17 @@ class ExportedModel:
             raise ModelError(f"{self.folder} could not be loaded as a SavedModel ({type(error).__name__}: "
                              f"{error}). Run notebook 05 again to export the model afresh.") from None
 
-    def predict_bytes(self, encoded: list[bytes], batch_size: int = 32) -> np.ndarray:
-        """Class probabilities ``[N, classes]`` of encoded images (JPEG, PNG, GIF or BMP bytes)."""
+    def _batched(self, signature, inputs, dtype, batch_size: int) -> np.ndarray:
         tf = import_tensorflow()
-        return np.concatenate([
-            self._loaded.serving_default(tf.constant(encoded[start:start + batch_size], dtype=tf.string))
-            ["probabilities"].numpy() for start in range(0, len(encoded), batch_size)]
-            or [np.zeros((0, len(self.classes)), np.float32)])
+        chunks = [signature(tf.constant(inputs[start:start + batch_size], dtype=dtype))
+                  ["probabilities"].numpy() for start in range(0, len(inputs), batch_size)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.classes)), np.float32)
+
+    def predict_bytes(self, encoded: list[bytes], batch_size: int = 32) -> np.ndarray:
+        """Class probabilities ``[N, classes]`` of encoded upright RGB images (JPEG, PNG, GIF or
+        BMP bytes; see :func:`model_bytes` for any other image file)."""
+        tf = import_tensorflow()
+        return self._batched(self._loaded.serving_default, encoded, tf.string, batch_size)
 
     def pixels_of(self, encoded: bytes) -> np.ndarray:
         """One encoded image as the model sees it: ``[s, s, 3]`` in [0, 1], decoded and resized
@@ -52,16 +61,14 @@ class ExportedModel:
     def predict_pixels(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Class probabilities of network-sized images ``[N, s, s, 3]`` in [0, 1]."""
         tf = import_tensorflow()
-        return np.concatenate([
-            self._loaded.pixels(tf.constant(pixels[start:start + batch_size], dtype=tf.float32))
-            ["probabilities"].numpy() for start in range(0, len(pixels), batch_size)]
-            or [np.zeros((0, len(self.classes)), np.float32)])
+        return self._batched(self._loaded.pixels, pixels, tf.float32, batch_size)
 
     @property
     def size_bytes(self) -> int:
-        """The SavedModel's own files (graph and weights), without the TFLite files beside it."""
-        return sum(path.stat().st_size for path in self.folder.rglob("*")
-                   if path.is_file() and path.suffix != ".tflite")
+        """The SavedModel's own files (graph and weights), not the files written beside it."""
+        parts = [self.folder / "saved_model.pb", self.folder / "fingerprint.pb",
+                 *(self.folder / "variables").rglob("*"), *(self.folder / "assets").rglob("*")]
+        return sum(path.stat().st_size for path in parts if path.is_file())
 
 
 class TFLiteModel:
@@ -86,6 +93,7 @@ class TFLiteModel:
 
     @property
     def size_bytes(self) -> int:
+        """The size of the ``.tflite`` file: what an app ships."""
         return self.path.stat().st_size
 
     def predict_one(self, pixels: np.ndarray) -> np.ndarray:
@@ -114,7 +122,8 @@ def model_bytes(data: bytes, name: str | Path) -> bytes:
     (upright, 8-bit RGB, alpha on white), encoded as PNG. Raises ``ValueError`` naming the problem."""
     checked = images.inspect_bytes(data, Path(name))
     if isinstance(checked, images.Rejected):
-        raise ValueError(checked.reason + (f" ({checked.detail})" if checked.detail else ""))
+        detail = f" ({checked.detail})" if checked.detail else ""
+        raise ValueError(f"{checked.reason}{detail}: {images.FIXES[checked.reason]}")
     if not checked.needs_conversion:
         return data
     out = io.BytesIO()
@@ -123,32 +132,60 @@ def model_bytes(data: bytes, name: str | Path) -> bytes:
     return out.getvalue()
 
 
-def predict_files(model: ExportedModel, paths: list[str | Path]) -> list[dict]:
-    """One record per file, in order: ``{"image", "label", "probabilities": {class: p}}``, or
-    ``{"image", "error"}`` naming why that file could not be predicted. One bad file never
-    stops the others."""
+def predict_files(model: ExportedModel, paths: Iterable[str | Path]) -> Iterator[dict]:
+    """One record per file, in order, each as soon as it is ready:
+    ``{"image", "label", "probabilities": {class: p}}``, or ``{"image", "error"}`` saying why
+    that file could not be predicted and what to do. One bad file never stops the others."""
     tf = import_tensorflow()
-    records = []
     for path in paths:
         try:
             data = Path(path).read_bytes()
         except OSError as error:
-            records.append({"image": str(path), "error": f"{images.UNREADABLE} ({error.strerror or error})"})
+            reason = f"{images.UNREADABLE} ({error.strerror or error})"
+            yield {"image": str(path), "error": f"{reason}: {images.FIXES[images.UNREADABLE]}"}
             continue
         try:
             probabilities = model.predict_bytes([model_bytes(data, path)])[0]
-        except ValueError as error:
-            records.append({"image": str(path), "error": str(error)})
+        except ValueError as error:  # refused by the checks of notebook 01
+            yield {"image": str(path), "error": str(error)}
             continue
-        except tf.errors.InvalidArgumentError as error:  # decodable by Pillow, not by TensorFlow
-            records.append({"image": str(path), "error": f"could not be decoded ({error.message.strip()})"})
+        except (tf.errors.OpError, MemoryError) as error:  # read by Pillow, not by the model
+            detail = getattr(error, "message", None) or type(error).__name__
+            yield {"image": str(path), "error": f"could not be decoded ({detail.strip()}): "
+                                                 f"{images.FIXES[images.NOT_AN_IMAGE]}"}
             continue
-        records.append({"image": str(path), "label": model.classes[int(probabilities.argmax())],
-                        "probabilities": {c: float(p) for c, p in zip(model.classes, probabilities)}})
-    return records
+        yield {"image": str(path), "label": model.classes[int(probabilities.argmax())],
+               "probabilities": {c: float(p) for c, p in zip(model.classes, probabilities)}}
 
 
-def latency_ms(run, repeats: int = 30, warmup: int = 3) -> float:
+def predict_in_new_process(folder: Path, paths: Iterable[str | Path]) -> list[dict]:
+    """The records of ``lesionlib predict --json`` run in a new Python process: the model as
+    another program would load it."""
+    command = [sys.executable, "-m", "lesionlib", "predict", "--json", "--model", str(folder),
+               *map(str, paths)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode == 2:  # the model itself could not be loaded
+        raise ModelError(result.stderr.strip())
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def records_table(records: Iterable[dict]) -> pd.DataFrame:
+    """Prediction records as a table: one row per image, its label and one column per class."""
+    rows = [{"image": Path(r["image"]).name, "label": r.get("label"), "error": r.get("error"),
+             **{f"p_{label}": p for label, p in r.get("probabilities", {}).items()}} for r in records]
+    table = pd.DataFrame(rows).set_index("image")
+    return table.dropna(axis=1, how="all")
+
+
+def smallest_agreeing(variants: pd.DataFrame, agreement: float = 0.99) -> str | None:
+    """The smallest TFLite variant in a :func:`variants_table` whose top-1 agreement with the
+    SavedModel is at least ``agreement``; ``None`` if none is."""
+    candidates = variants.drop(index="SavedModel", errors="ignore")
+    candidates = candidates[candidates["top-1 agreement"] >= agreement]
+    return None if candidates.empty else str(candidates["size (MB)"].idxmin())
+
+
+def latency_ms(run: Callable[[], object], repeats: int = 30, warmup: int = 3) -> float:
     """The median wall time of ``run()`` in milliseconds, after ``warmup`` untimed calls."""
     for _ in range(warmup):
         run()
@@ -160,7 +197,7 @@ def latency_ms(run, repeats: int = 30, warmup: int = 3) -> float:
     return float(np.median(times) * 1000)
 
 
-def variants_table(model: ExportedModel, pixels: np.ndarray, variants=TFLITE_VARIANTS,
+def variants_table(model: ExportedModel, pixels: np.ndarray, variants: Iterable[str] = tuple(TFLITE_VARIANTS),
                    repeats: int = 30) -> pd.DataFrame:
     """The SavedModel and each TFLite variant: size, single-image latency, and against the
     SavedModel's own probabilities for ``pixels``, top-1 agreement and the largest difference

@@ -3,6 +3,7 @@ it must not be used for, written from the run's own records (``build/model/MODEL
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -12,6 +13,7 @@ import pandas as pd
 
 from . import DISCLAIMER, fsutil
 from .export import ModelError, read_record
+from .training import record_digest
 
 NAME = "MODEL_CARD.md"
 
@@ -36,12 +38,10 @@ def _table(frame: pd.DataFrame) -> str:
 
 def check_report(model_record: dict, metrics: dict) -> None:
     """Refuse an evaluation report made for another head than the exported one."""
-    split = model_record["training"].get("split", {})
-    if metrics.get("split_fingerprint") != split.get("fingerprint") or \
-            metrics.get("data_source") != model_record["training"].get("data_source"):
-        raise ModelError("build/report/metrics.json was written for another head than the "
-                         "exported one (other data or another split). Run notebook 04 again, "
-                         "then this notebook.")
+    if metrics.get("head") != record_digest(model_record["training"]):
+        raise ModelError("The evaluation report (build/report/metrics.json) was written for "
+                         "another head than the exported one (other data, split, backbone or "
+                         "settings). Run notebook 04 again, then this notebook.")
 
 
 def render(model_record: dict, metrics: dict, manifest: pd.DataFrame,
@@ -82,7 +82,7 @@ def render(model_record: dict, metrics: dict, manifest: pd.DataFrame,
         f"{len(manifest)} images: " + ", ".join(f"{label} {n}" for label, n in counts.items()) + ".",
         "- Licences: " + ", ".join(f"{name} ({n} images)" for name, n in licences.items()) + "."
         + (" Some of them forbid commercial use (NC): do not use this model commercially either."
-           if any("NC" in str(name).upper() for name in licences.index) else ""),
+           if any(re.search(r"\bNC\b", str(name).upper()) for name in licences.index) else ""),
     ]
     if attributions:
         shown = "; ".join(str(a) for a in attributions[:3])
@@ -103,7 +103,8 @@ def render(model_record: dict, metrics: dict, manifest: pd.DataFrame,
     if operating.get("test"):
         point = operating["test"]
         lines.append(f"- Operating point: P(malignant) ≥ {point['threshold']:.3f}, chosen on "
-                     f"validation for sensitivity 0.90, gives on test sensitivity "
+                     f"validation for sensitivity {operating['target sensitivity']:.2f}, "
+                     "gives on test sensitivity "
                      f"{point['sensitivity']:.3f} and specificity {point['specificity']:.3f}.")
     if calibration:
         lines.append(f"- Calibration: expected calibration error {calibration.get('test ECE before')} "
@@ -128,7 +129,9 @@ def render(model_record: dict, metrics: dict, manifest: pd.DataFrame,
         "performance there is unknown and likely worse.",
         "- Three coarse classes: \"indeterminate\" is mostly actinic keratosis; rarer diagnoses "
         "are folded into benign or malignant.",
-        "- Trained on a few hundred images per class; the intervals above are wide.",
+        f"- Made from {len(manifest)} images, of which {metrics.get('test_images')} were kept for "
+        "the test: the intervals above show how far the figures could move on other images "
+        "from the same source.",
         "- Measured on one collection. Another clinic's images (other cameras, light and "
         "patients) usually score lower.",
         "- Probabilities are not risks for a person: they depend on how common each class was in "

@@ -127,6 +127,11 @@ class Settings:
         return self.build_dir / "head"
 
     @property
+    def report_dir(self) -> Path:
+        """The evaluation report: metrics.json and figures (notebook 04)."""
+        return self.build_dir / "report"
+
+    @property
     def model_dir(self) -> Path:
         """The exported model: SavedModel, labels, TFLite files and model card (notebook 05)."""
         return self.build_dir / "model"

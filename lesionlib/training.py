@@ -187,6 +187,15 @@ def load_head(folder: Path) -> tuple[TrainedHead, dict]:
     return trained, record
 
 
+def record_digest(record: dict) -> str:
+    """A short hash of a head's record (``training.json``): reports and exported models carry
+    it, so a report of another head (other data, split, backbone or settings) is recognised."""
+    import hashlib
+
+    text = json.dumps(record, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def check_record(record: dict, settings, backbone) -> None:
     """Refuse a head trained on other data or another backbone's features than these."""
     if record.get("data_source") != str(settings.data_source) or \
