@@ -7,8 +7,9 @@ the drawings apart and nothing about melanoma.
 The set is written in the layout of an ISIC Archive download (``metadata.csv`` + images), so
 it enters the course through the same importer as real data. It deliberately contains the
 kinds of files that the import checks must catch or convert: an empty file, a truncated JPEG,
-a text file named ``.jpg``, a decompression bomb, an exact duplicate, a metadata row without a
-file, and images in grayscale, palette, CMYK, RGBA, 16-bit and EXIF-rotated form.
+a text file named ``.jpg``, a decompression bomb, a thumbnail streaked by a broken conversion,
+an exact duplicate, a metadata row without a file, and images in grayscale, palette, CMYK,
+RGBA, 16-bit and EXIF-rotated form.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from .taxonomy import CLASSES
 
-VERSION = 2  # bump when the drawings change, so cached sets are regenerated
+VERSION = 3  # bump when the drawings change, so cached sets are regenerated
 SIZE = 96
 PER_CLASS = 28
 
@@ -88,25 +89,43 @@ def _broken_files(good_jpeg: bytes) -> list[tuple[str, str, bytes]]:
     """(name, suffix, bytes) of files that the import checks must refuse."""
     buffer = io.BytesIO()
     Image.new("1", (20_000, 20_000)).save(buffer, "PNG")  # 400 megapixels in a few kB
+    with Image.open(io.BytesIO(good_jpeg)) as good:  # its middle row repeated down the image
+        pixels = np.asarray(good.convert("RGB"))
+    streaked = Image.fromarray(np.repeat(pixels[len(pixels) // 2][np.newaxis], len(pixels), axis=0))
     return [
         ("empty", ".jpg", b""),
+        ("streaked", ".jpg", _jpeg(streaked)),
         ("truncated", ".jpg", good_jpeg[: len(good_jpeg) // 2]),
         ("text", ".jpg", b"This is a text file, not a photograph.\n"),
         ("bomb", ".png", buffer.getvalue()),
     ]
 
 
-def generate(folder: Path, seed: int = 42, per_class: int = PER_CLASS) -> Path:
-    """Write the synthetic set into ``folder`` (once; a complete set is reused). Returns ``folder``."""
+def other_camera(image: Image.Image) -> Image.Image:
+    """A drawing as another clinic's dermatoscope would show it: closer framing, warmer light,
+    softer focus. The smoke profile's "external source" for notebook 06."""
+    width, height = image.size
+    image = image.crop((width // 10, height // 10, width - width // 10, height - height // 10))
+    pixels = np.asarray(image.resize((width, height)), dtype=np.float64) * np.array([1.0, 0.86, 0.7])
+    warmer = Image.fromarray(np.clip(pixels + 12, 0, 255).astype(np.uint8))
+    return warmer.filter(ImageFilter.GaussianBlur(1.2))
+
+
+def generate(folder: Path, seed: int = 42, per_class: int = PER_CLASS, other_clinic: bool = False) -> Path:
+    """Write the synthetic set into ``folder`` (once; a complete set is reused). Returns ``folder``.
+
+    ``other_clinic``: the same kind of drawings (other ones) through :func:`other_camera`,
+    without the broken files.
+    """
     folder = Path(folder)
     stamp = folder / ".complete"
-    wanted = f"synthetic v{VERSION} seed={seed} per_class={per_class}\n"
+    wanted = f"synthetic v{VERSION} seed={seed} per_class={per_class} other_clinic={other_clinic}\n"
     if stamp.is_file() and stamp.read_text() == wanted:
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".synthetic-"))
     try:
-        _write_set(staging, seed, per_class, wanted)
+        _write_set(staging, seed, per_class, wanted, other_clinic)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -116,8 +135,10 @@ def generate(folder: Path, seed: int = 42, per_class: int = PER_CLASS) -> Path:
     return folder
 
 
-def _write_set(staging: Path, seed: int, per_class: int, stamp: str) -> None:
+def _write_set(staging: Path, seed: int, per_class: int, stamp: str, other_clinic: bool = False) -> None:
     rng = np.random.default_rng(seed)
+    prefix = "SYO" if other_clinic else "SYN"  # ids never shared with the main synthetic set
+    camera = other_camera if other_clinic else (lambda image: image)
     rows: list[dict] = []
 
     def add(name: str, suffix: str, data: bytes | None, label: str, lesion: str, patient: str) -> None:
@@ -136,11 +157,15 @@ def _write_set(staging: Path, seed: int, per_class: int, stamp: str) -> None:
         lesion_number = 0
         while sum(r["diagnosis_1"] == _DIAGNOSIS_1[label] for r in rows) < per_class:
             lesion_number += 1
-            lesion = f"SYN_L_{label[0]}{lesion_number:03d}"
-            patient = f"SYN_P_{int(rng.integers(1, 40)):03d}"
+            lesion = f"{prefix}_L_{label[0]}{lesion_number:03d}"
+            patient = f"{prefix}_P_{int(rng.integers(1, 40)):03d}"
             for _ in range(int(rng.choice([1, 1, 2, 3]))):  # some lesions have several images
                 number += 1
-                add(f"SYN_{number:05d}", ".jpg", _jpeg(draw_lesion(label, rng)), label, lesion, patient)
+                image = camera(draw_lesion(label, rng))
+                add(f"{prefix}_{number:05d}", ".jpg", _jpeg(image), label, lesion, patient)
+    if other_clinic:
+        _write_metadata(staging, rows, stamp)
+        return
 
     for form, data in _odd_forms(rng):
         number += 1
@@ -156,6 +181,10 @@ def _write_set(staging: Path, seed: int, per_class: int, stamp: str) -> None:
     number += 1
     add(f"SYN_{number:05d}_missing", ".jpg", None, "malignant", "SYN_L_missing", "SYN_P_903")
 
+    _write_metadata(staging, rows, stamp)
+
+
+def _write_metadata(staging: Path, rows: list[dict], stamp: str) -> None:
     with (staging / "metadata.csv").open("w", newline="", encoding="utf-8") as out:
         writer = csv.DictWriter(out, list(rows[0]))
         writer.writeheader()

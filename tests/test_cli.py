@@ -26,7 +26,7 @@ def test_data_builds_the_manifest(monkeypatch, tmp_path, capsys):
     out = capsys.readouterr().out
     manifest = pd.read_csv(tmp_path / "data" / "manifest.csv")
     assert f"{len(manifest)} images from synthetic" in out
-    assert "6 files left out" in out
+    assert "7 files left out" in out
 
 
 def test_a_settings_error_is_one_clear_line_and_exit_2(monkeypatch, tmp_path, capsys):

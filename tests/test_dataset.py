@@ -25,7 +25,7 @@ def test_smoke_set_is_checked_converted_and_laid_out(smoke):
     settings, built = smoke
     assert sorted(built.rejected["reason"]) == sorted([
         dataset.MISSING, images.EMPTY, images.TRUNCATED, images.NOT_AN_IMAGE, images.TOO_LARGE,
-        images.DUPLICATE])
+        images.STREAKED, images.DUPLICATE])
     assert built.manifest["image_id"].str.contains("16bit|cmyk|rgba|palette|grayscale|exif").sum() == 6
     for row in built.manifest.itertuples():
         assert row.path == settings.train_dir / row.label / f"{row.image_id}.jpg"
@@ -41,7 +41,7 @@ def test_duplicates_are_listed_beside_the_kept_image(smoke):
     settings, built = smoke
     duplicates = dataset.load_duplicates(settings)
     assert duplicates.to_dict("records") == [{
-        "image_id": "SYN_00096_duplicate", "label": "benign", "lesion_id": "SYN_L_dup",
+        "image_id": "SYN_00097_duplicate", "label": "benign", "lesion_id": "SYN_L_dup",
         "kept": "SYN_00001", "kept_label": "benign", "kept_lesion_id": "SYN_L_b001",
         "kept_in_use": True}]
     assert built.duplicates.equals(duplicates)
@@ -135,10 +135,10 @@ def test_a_source_with_no_usable_image_is_a_clear_error(make_settings, tmp_path)
 
 def test_same_name_in_two_class_folders_keeps_both(make_settings, tmp_path, cc0_sample):
     source = tmp_path / "folders"
-    for label, picture in (("benign", "ISIC_0000000"), ("malignant", "ISIC_0000001")):
+    for label, picture in (("benign", "ISIC_0000300"), ("malignant", "ISIC_0000301")):
         (source / label).mkdir(parents=True)
         shutil.copy(cc0_sample / f"{picture}.jpg", source / label / "x.jpg")
-    Image.open(cc0_sample / "ISIC_0000003.jpg").save(source / "benign" / "x.png")
+    Image.open(cc0_sample / "ISIC_0000303.jpg").save(source / "benign" / "x.png")
     built = dataset.prepare(make_settings(data_source=source), progress=False)
     assert len(built.manifest) == 3
     assert built.manifest["path"].map(lambda p: p.name).is_unique

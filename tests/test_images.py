@@ -101,3 +101,26 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
 def test_a_folder_is_an_unreadable_file(tmp_path):
     result = images.inspect_image(tmp_path)
     assert isinstance(result, images.Rejected) and result.reason == images.UNREADABLE
+
+
+def _lesion_photo() -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).resize((320, 240))
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_a_streaked_thumbnail_is_refused(tmp_path, axis):
+    pixels = np.asarray(_lesion_photo())
+    line = pixels[60] if axis == 0 else pixels[:, 80]
+    streaked = np.repeat(np.expand_dims(line, axis), pixels.shape[axis], axis=axis)
+    path = _write(tmp_path / "streaked.jpg", Image.fromarray(streaked), "JPEG", quality=90)
+    result = images.inspect_image(path)
+    assert isinstance(result, images.Rejected) and result.reason == images.STREAKED
+    assert images.FIXES[images.STREAKED].startswith("get the original image again")
+
+
+def test_photos_flat_images_and_slivers_are_not_streaked(tmp_path, ham10000):
+    for image in (_lesion_photo(), Image.new("RGB", (64, 64), (200, 120, 90)), Image.new("RGB", (500, 1))):
+        assert images.streak_ratio(image) > images.STREAK_RATIO
+    for path in sorted((ham10000 / "images").glob("*.jpg"))[:200]:  # real dermoscopy, hair and all
+        assert isinstance(images.inspect_image(path), images.Checked), path
