@@ -18,26 +18,31 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from . import LesionlibError, fsutil
-from .features import Bottlenecks, Preprocessing, image_pipeline
+from .features import Bottlenecks, image_pipeline
+from .preprocessing import ORIGINAL, Preprocessing
 from .splits import groups
 from .taxonomy import CLASSES
 from .tfutil import import_tensorflow
-from .training import TrainedHead, arrays, part_rows
+from .training import TrainedHead, label_indices, part_rows
 
 PROBABILITY = [f"p_{label}" for label in CLASSES]
 
 
 def predict_part(trained: TrainedHead, bottlenecks: Bottlenecks, manifest: pd.DataFrame,
-                 part: pd.Series, name: str) -> pd.DataFrame:
-    """Predictions for the images of one part (augmented copies excluded), as a table."""
-    index = bottlenecks.index[part_rows(bottlenecks, part, name)]
-    x, y = arrays(bottlenecks, manifest, part, name)
-    probabilities = trained.predict(x) if len(x) else np.zeros((0, len(CLASSES)))
-    frame = pd.DataFrame(probabilities, index=index, columns=PROBABILITY)
-    frame.insert(0, "label", manifest.loc[index, "label"].to_numpy())
-    frame.insert(1, "y", y)
-    frame["predicted"] = np.array(CLASSES)[probabilities.argmax(axis=1)] if len(x) else []
-    frame["group"] = groups(manifest).loc[index].to_numpy()  # lesion and patient, as the split
+                 part: pd.Series, name: str, tta: bool = False) -> pd.DataFrame:
+    """Predictions for the images of one part, as a table.
+
+    With ``tta`` (test-time augmentation), each image's probabilities are the mean over the
+    image and its augmented copies in ``bottlenecks``; otherwise copies are left out.
+    """
+    rows = part_rows(bottlenecks, part, name, with_copies=tta)
+    probabilities = trained.predict(bottlenecks.features[rows]) if rows.any() else np.zeros((0, len(CLASSES)))
+    frame = pd.DataFrame(probabilities, index=bottlenecks.index[rows], columns=PROBABILITY)
+    frame = frame.groupby(level=0, sort=False).mean()  # one row per image (TTA: the mean of copies)
+    frame.insert(0, "label", manifest.loc[frame.index, "label"].to_numpy())
+    frame.insert(1, "y", label_indices(frame["label"]))
+    frame["predicted"] = np.array(CLASSES)[frame[PROBABILITY].to_numpy().argmax(axis=1)] if len(frame) else []
+    frame["group"] = groups(manifest).loc[frame.index].to_numpy()  # lesion and patient, as the split
     return frame
 
 
@@ -364,7 +369,7 @@ def occlusion_map(path, backbone, trained: TrainedHead, label: str, patch: int =
     tf = import_tensorflow()
     low, high = backbone.spec.value_range
     batches = list(image_pipeline([str(path)], np.zeros((1, 2)), backbone.spec.input_size, (0.0, 1.0),
-                                  preprocessing or Preprocessing()))
+                                  preprocessing or ORIGINAL))
     if not batches:
         raise ValueError(f"{path} could not be read as an image.")
     image = batches[0][1][0].numpy()

@@ -7,13 +7,15 @@ resize images exactly as training did. Here everything is inside one SavedModel 
 * ``serving_default`` takes a batch of encoded images (JPEG, PNG, GIF or BMP bytes) and
   returns ``probabilities`` ``[N, 3]``, the most probable ``label`` ``[N]`` and the ``classes``
   in column order. Decoding and resizing are :func:`lesionlib.features.decode` and
-  :func:`~lesionlib.features.resize`, the very functions that made the training bottlenecks.
+  :func:`~lesionlib.features.to_input`, the very functions that made the training bottlenecks.
   Like TensorFlow's decoders, it expects **upright RGB** images: it does not apply a JPEG's
   EXIF rotation and drops transparency. Training images were made upright RGB by notebook
   01; :func:`lesionlib.inference.model_bytes` does the same for any image file, and
   ``lesionlib predict`` and the demo use it. A server should too.
-* ``pixels`` takes network-sized images ``[N, s, s, 3]`` in [0, 1]; it is what TFLite gets,
-  since TFLite has no image decoder (a phone app decodes with its own platform's API).
+* ``pixels`` takes network-sized images ``[N, s, s, 3]`` in [0, 1], already prepared as the
+  head's preprocessing says (``model.json``; e.g. centre square, 64 pixels and back, shades
+  of gray); it is what TFLite gets, since TFLite has no image decoder: a phone app decodes
+  and prepares images with its own platform's API.
 
 Written through Keras's own ``ExportArchive`` (what ``model.export`` uses). TFLite files are
 converted from that SavedModel with ``TFLiteConverter.from_saved_model``: ``from_keras_model``
@@ -31,7 +33,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import DISCLAIMER, LesionlibError, fsutil
-from .features import Preprocessing, decode, resize
+from .features import decode, to_input
+from .preprocessing import preprocessing_of
 from .taxonomy import CLASSES
 from .tfutil import import_tensorflow, native_output_filtered
 
@@ -80,24 +83,24 @@ def pixel_model(backbone: Backbone, trained: TrainedHead):
     return keras.Model(images, trained.model(features, training=False), name="lesion_classifier")
 
 
-def export_model(backbone: Backbone, trained: TrainedHead, folder: Path, record: dict,
-                 preprocessing: Preprocessing | None = None) -> Path:
+def export_model(backbone: Backbone, trained: TrainedHead, folder: Path, record: dict) -> Path:
     """Write the SavedModel, ``labels.txt`` and ``model.json`` to ``folder``, replacing it whole.
 
-    ``record`` is the head's training record (``training.json``); it is kept in ``model.json``
+    ``record`` is the head's training record (``training.json``): it says how images were
+    prepared for training, which the model then does too, and it is kept in ``model.json``
     for the model card.
     """
     tf = import_tensorflow()
     import keras
 
-    preprocessing = preprocessing or Preprocessing()  # the training default, as in features.extract
+    preprocessing = preprocessing_of(record)
     model = pixel_model(backbone, trained)
     size = backbone.spec.input_size
     classes = tf.constant(CLASSES)
 
     def classify(encoded):
         def one(item):
-            return resize(decode(item), size, preprocessing)
+            return to_input(decode(item), size, preprocessing)
 
         pixels = tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
         probabilities = model(pixels, training=False)

@@ -30,20 +30,12 @@ from tqdm import tqdm  # plain text: it stays readable in executed notebooks
 
 from . import fsutil, images
 from .backbones import REGISTRY, Backbone
+from .preprocessing import ORIGINAL, Preprocessing
 from .tfutil import import_tensorflow
 
 FORMAT = 1  # bump when the stored layout changes: old caches are then simply not found
 SHARD_ROWS = 512  # features written per shard while extracting: what an interruption can lose
 MAX_SHARDS = 32  # more than this and the shards are merged into one on the next read
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How an image becomes the network's input: the whole image resized to the network's
-    square input, as the original ``retrain.py`` did. Part of the cache key."""
-
-    method: str = "bilinear"
-    antialias: bool = True
 
 
 @dataclass(frozen=True)
@@ -86,9 +78,12 @@ class Bottlenecks:
 
 def cache_key(backbone: Backbone, preprocessing: Preprocessing) -> str:
     """The cache folder's name for a backbone and a preprocessing."""
+    # Steps left at their default are left out, so caches made before they existed stay valid.
+    steps = {key: value for key, value in asdict(preprocessing).items()
+             if key in ("method", "antialias") or value != getattr(ORIGINAL, key)}
     description = {"format": FORMAT, "backbone": backbone.identity,
                    "input_size": backbone.spec.input_size,
-                   "value_range": list(backbone.spec.value_range), **asdict(preprocessing)}
+                   "value_range": list(backbone.spec.value_range), **steps}
     text = json.dumps(description, sort_keys=True)
     label = backbone.spec.name if backbone.spec.name in REGISTRY else "model"  # for people only
     return f"{label}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
@@ -161,17 +156,36 @@ def decode(encoded):
     return tf.image.convert_image_dtype(image, tf.float32)
 
 
-def resize(image, size: int, preprocessing: Preprocessing = Preprocessing()):
-    """A decoded image resized to the network's square input, as :class:`Preprocessing` says."""
+def shades_of_gray(image, power: float = 6.0):
+    """``image`` (``[h, w, 3]`` in [0, 1]) as if lit by white light: each channel divided by
+    its ``power``-mean, normalised so that a grey image stays as it is."""
     tf = import_tensorflow()
+    illuminant = tf.reduce_mean(tf.pow(image + 1e-6, power), axis=[0, 1]) ** (1.0 / power)
+    illuminant = illuminant / (tf.norm(illuminant) + 1e-6) * tf.sqrt(3.0)
+    return tf.clip_by_value(image / (illuminant + 1e-6), 0.0, 1.0)
+
+
+def to_input(image, size: int, preprocessing: Preprocessing = ORIGINAL):
+    """A decoded image as the network's square ``[size, size, 3]`` input, as
+    :class:`Preprocessing` says: centre crop, common resolution, resize, colour constancy."""
+    tf = import_tensorflow()
+    if preprocessing.crop:
+        shape = tf.shape(image)
+        side = tf.minimum(shape[0], shape[1])
+        image = tf.image.resize_with_crop_or_pad(image, side, side)
+    if preprocessing.resolution:  # always antialiased: shrinking without it keeps noise, not detail
+        image = tf.image.resize(image, [preprocessing.resolution] * 2, method=preprocessing.method,
+                                antialias=True)
     image = tf.image.resize(image, [size, size], method=preprocessing.method,
                             antialias=preprocessing.antialias)
     image.set_shape([size, size, 3])
+    if preprocessing.colour == "shades_of_gray":
+        image = shades_of_gray(image)
     return image
 
 
 def image_pipeline(paths: list[str], seeds: np.ndarray, size: int, value_range: tuple[float, float],
-                   preprocessing: Preprocessing = Preprocessing(), batch_size: int = 32):
+                   preprocessing: Preprocessing = ORIGINAL, batch_size: int = 32):
     """A ``tf.data`` pipeline of ``(position, images)`` batches: parallel decode and resize.
 
     ``seeds`` holds one ``[a, b]`` pair per path; ``b == 0`` means "the image as it is",
@@ -185,7 +199,7 @@ def image_pipeline(paths: list[str], seeds: np.ndarray, size: int, value_range: 
     def load(position, path, seed):
         image = decode(tf.io.read_file(path))
         image = tf.cond(seed[1] > 0, lambda: _augment(image, seed), lambda: image)
-        return position, resize(image, size, preprocessing) * (high - low) + low
+        return position, to_input(image, size, preprocessing) * (high - low) + low
 
     positions = np.arange(len(paths), dtype=np.int64)
     dataset = tf.data.Dataset.from_tensor_slices((positions, list(paths), seeds.astype(np.int64)))
@@ -226,7 +240,7 @@ def _rows(manifest: pd.DataFrame, augmentation: Augmentation | None) -> tuple[li
 
 
 def extract(manifest: pd.DataFrame, backbone: Backbone, cache_root: Path, *,
-            augmentation: Augmentation | None = None, preprocessing: Preprocessing = Preprocessing(),
+            augmentation: Augmentation | None = None, preprocessing: Preprocessing = ORIGINAL,
             batch_size: int = 32, progress: bool = True) -> Bottlenecks:
     """Bottlenecks of every manifest image (and its augmented copies), from the cache when possible."""
     rows, failed = _rows(manifest, augmentation)

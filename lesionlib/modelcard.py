@@ -13,6 +13,7 @@ import pandas as pd
 
 from . import DISCLAIMER, fsutil
 from .export import ModelError, read_record
+from .preprocessing import preprocessing_of
 from .training import record_digest
 
 NAME = "MODEL_CARD.md"
@@ -34,6 +35,19 @@ def _table(frame: pd.DataFrame) -> str:
         cells = [f"{v:.3g}" if isinstance(v, (float, np.floating)) else str(v) for v in row]
         lines.append("| " + " | ".join([str(index)] + cells) + " |")
     return "\n".join(lines)
+
+
+def _head_words(head: dict) -> str:
+    words = [f"dropout {head['dropout']}", f"L2 {head['l2']}"]
+    if head.get("hidden"):
+        words.append(f"a hidden layer of {head['hidden']}")
+    if not head["class_weighting"]:
+        words.append("no class balancing")
+    elif head.get("balance") == "sampling":
+        words.append("class-balanced sampling")
+    else:
+        words.append("class weights")
+    return ", ".join(words)
 
 
 def check_report(model_record: dict, metrics: dict) -> None:
@@ -68,14 +82,14 @@ def render(model_record: dict, metrics: dict, manifest: pd.DataFrame,
         f"- Classes: {', '.join(model_record['classes'])} (ISIC's diagnosis hierarchy, level 1).",
         f"- A frozen ImageNet network, **{backbone['name']}** (`{backbone['handle']}`, input "
         f"{model_record['input_size']}×{model_record['input_size']}), with a softmax head trained "
-        f"on its features (\"bottleneck retraining\"): dropout {head['dropout']}, L2 {head['l2']}, "
-        f"class weights {'on' if head['class_weighting'] else 'off'}, early stopping (best epoch "
-        f"{training['best_epoch']}).",
-        "- Input: an encoded image (JPEG, PNG, GIF or BMP), resized whole to the network's square "
-        f"input ({model_record['preprocessing']['method']}). Output: one probability per class.",
+        f"on its features (\"bottleneck retraining\"): {_head_words(head)}, early stopping "
+        f"(best epoch {training['best_epoch']}).",
+        "- Input: an encoded upright RGB image (JPEG, PNG, GIF or BMP): "
+        f"{preprocessing_of(model_record).describe()}. Output: one probability per class.",
         "- Files: the SavedModel (`saved_model.pb`, `variables/`; signature `serving_default` takes "
-        "image bytes, `pixels` takes decoded images in [0, 1]), `labels.txt`, `model.json`, and "
-        "the TFLite variants below.",
+        "image bytes and prepares them itself; `pixels` takes images already prepared as above, "
+        "values in [0, 1]), `labels.txt`, `model.json`, and the TFLite variants below, which take "
+        "what `pixels` takes: an app must prepare its images the same way.",
         "",
         "## Data",
         f"- Source: `{training['data_source']}` ({training.get('profile')} profile), "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -68,6 +69,20 @@ def test_the_serving_signature_returns_labels_and_classes(exported, trained_smok
     probabilities = output["probabilities"].numpy()
     assert [x.decode() for x in output["label"].numpy()] == [CLASSES[i] for i in probabilities.argmax(1)]
     assert [[x.decode() for x in row] for row in output["classes"].numpy()] == [list(CLASSES)] * 3
+
+
+def test_the_exported_model_prepares_images_as_the_head_was_trained(trained_smoke, exported, tmp_path):
+    settings, manifest, backbone, _, _, head = trained_smoke
+    preprocessing = features.Preprocessing(crop=True, resolution=32, colour="shades_of_gray")
+    rows = manifest.iloc[:12]
+    bottlenecks = features.extract(rows, backbone, settings.bottleneck_dir, preprocessing=preprocessing,
+                                   progress=False)
+    record = exported.record["training"] | {"preprocessing": dataclasses.asdict(preprocessing)}
+    model = inference.ExportedModel(export.export_model(backbone, head, tmp_path / "model", record))
+    served = model.predict_bytes([Path(p).read_bytes() for p in rows["path"]])
+    np.testing.assert_allclose(served, head.predict(bottlenecks.features), atol=1e-6)
+    assert not np.allclose(served, exported.predict_bytes([Path(p).read_bytes() for p in rows["path"]]),
+                           atol=1e-3)  # the preprocessing made a difference
 
 
 def test_the_model_folder_holds_labels_and_its_record(exported):

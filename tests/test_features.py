@@ -77,8 +77,67 @@ def test_cache_folders_differ_by_backbone_and_preprocessing(smoke):
     others = {features.cache_key(other_weights, features.Preprocessing()),
               features.cache_key(other_range, features.Preprocessing()),
               features.cache_key(backbone, features.Preprocessing(method="nearest")),
-              features.cache_key(backbone, features.Preprocessing(antialias=False))}
-    assert key not in others and len(others) == 4
+              features.cache_key(backbone, features.Preprocessing(antialias=False)),
+              features.cache_key(backbone, features.Preprocessing(crop=True)),
+              features.cache_key(backbone, features.Preprocessing(resolution=64)),
+              features.cache_key(backbone, features.Preprocessing(colour="shades_of_gray"))}
+    assert key not in others and len(others) == 7
+
+
+def test_caches_of_the_original_preprocessing_keep_their_folder(smoke):
+    _, _, backbone = smoke
+    import hashlib
+    import json
+
+    before = {"format": features.FORMAT, "backbone": backbone.identity,  # the key before crop & co.
+              "input_size": backbone.spec.input_size, "value_range": list(backbone.spec.value_range),
+              "method": "bilinear", "antialias": True}
+    digest = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    assert features.cache_key(backbone, features.Preprocessing()).endswith(digest)
+
+
+def _image(pixels: np.ndarray):
+    import tensorflow as tf
+
+    return tf.constant(pixels, dtype=tf.float32)
+
+
+def test_centre_crop_keeps_the_middle_square_unsqueezed():
+    pixels = np.zeros((40, 80, 3), np.float32)
+    pixels[:, 20:60] = 1.0  # a white square in the middle of a black 2:1 picture
+    whole = features.to_input(_image(pixels), 40).numpy()
+    cropped = features.to_input(_image(pixels), 40, features.Preprocessing(crop=True)).numpy()
+    assert cropped.min() > 0.99  # only the white middle is left
+    assert whole.mean() == pytest.approx(0.5, abs=0.02)  # squeezed: black sides still there
+
+
+def test_a_common_resolution_removes_fine_detail():
+    pixels = np.tile(np.array([0.0, 1.0], np.float32), 32)[None, :, None] * np.ones((64, 1, 3), np.float32)
+    sharp = features.to_input(_image(pixels), 64).numpy()
+    coarse = features.to_input(_image(pixels), 64, features.Preprocessing(resolution=16)).numpy()
+    assert sharp.std() > 0.4 and coarse.std() < 0.05  # one-pixel stripes are gone at 16 pixels
+
+
+def test_shades_of_gray_removes_a_colour_cast():
+    rng = np.random.default_rng(0)
+    scene = rng.uniform(0.2, 0.8, (32, 32, 1)) * np.ones((1, 1, 3))
+    cast = (scene * np.array([0.9, 0.6, 0.4])).astype(np.float32)  # the same scene under warm light
+    fixed = features.to_input(_image(cast), 32, features.Preprocessing(colour="shades_of_gray")).numpy()
+    means = fixed.reshape(-1, 3).mean(axis=0)
+    assert means.max() - means.min() < 0.01  # grey again
+    grey = features.shades_of_gray(_image(scene.astype(np.float32))).numpy()
+    np.testing.assert_allclose(grey, scene, atol=1e-3)  # a grey scene is left as it is
+
+
+def test_preprocessing_settings_are_checked_and_described():
+    with pytest.raises(ValueError, match="shades_of_gray"):
+        features.Preprocessing(colour="grey world")
+    with pytest.raises(ValueError, match="at least 8"):
+        features.Preprocessing(resolution=2)
+    assert features.Preprocessing().describe() == "the whole image, resized to the network's input (bilinear)"
+    assert features.Preprocessing(crop=True, resolution=64, colour="shades_of_gray").describe() == (
+        "the centre square, scaled to 64 pixels, then to the network's input, shades of gray colour "
+        "constancy (bilinear)")
 
 
 def test_a_corrupt_shard_is_reported_and_recomputed(smoke):
