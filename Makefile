@@ -3,6 +3,7 @@
 #   make test     create the same .venv and run every test (unit tests and the notebooks)
 # Settings come from the LESIONLIB_* variables (see lesionlib/settings.py), e.g.
 #   LESIONLIB_DATA_SOURCE=../shared/data/ham10000 make course
+#   (notebook 06 also reads LESIONLIB_EXTERNAL_SOURCE, a second collection to test on)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -38,15 +39,18 @@ course: $(VENV)/.installed
 	@echo "Executed notebooks, HTML and figures are in $(BUILD)/"
 
 # The notebooks run three times: on synthetic images (smoke profile, always), then on the
-# real data in ../shared/ when it is there (HAM10000, and the CC0 ISIC Archive sample).
+# real data in ../shared/ when it is there: HAM10000 with the CC0 ISIC Archive sample as the
+# other collection of notebook 06, and the other way round.
 test: $(VENV)/.installed
 	rm -rf $(TEST_HOME)
-	env LESIONLIB_PROFILE=smoke LESIONLIB_DATA_SOURCE= LESIONLIB_BACKBONE= \
+	env LESIONLIB_PROFILE=smoke LESIONLIB_DATA_SOURCE= LESIONLIB_BACKBONE= LESIONLIB_EXTERNAL_SOURCE= \
 	  LESIONLIB_HOME=$(TEST_HOME)/smoke $(BIN)/pytest
 	@if [ -d $(SHARED)/data/ham10000 ]; then \
-	  for source in ham10000 isic-cc0-sample; do \
-	    echo "== notebooks on real data: $$source"; \
+	  for pair in ham10000:isic-cc0-sample isic-cc0-sample:ham10000; do \
+	    source=$${pair%%:*}; other=$${pair##*:}; \
+	    echo "== notebooks on real data: $$source (and $$other in notebook 06)"; \
 	    env LESIONLIB_PROFILE=workshop LESIONLIB_DATA_SOURCE=$(SHARED)/data/$$source \
+	      LESIONLIB_EXTERNAL_SOURCE=$(SHARED)/data/$$other \
 	      LESIONLIB_BACKBONE=$(SHARED)/weights/tfhub/mobilenet_v2_100_224_feature_vector \
 	      LESIONLIB_HOME=$(TEST_HOME)/$$source $(BIN)/pytest notebooks || exit 1; \
 	  done; \

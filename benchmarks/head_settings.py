@@ -34,6 +34,7 @@ def main() -> None:
             "LESIONLIB_BACKBONE": str(args.shared / "weights/tfhub/mobilenet_v2_100_224_feature_vector")})
         manifest = dataset.prepare(settings, progress=False).manifest
         bottlenecks = features.extract(manifest, backbones.load(settings), settings.bottleneck_dir,
+                                       preprocessing=settings.preprocessing,
                                        progress=False)
     course_part = splits.grouped_split(manifest, seed=settings.seed)
     development = manifest[course_part != "test"]  # the test part is never used here

@@ -23,7 +23,7 @@ import pandas as pd
 from tqdm import tqdm  # plain text: it stays readable in executed notebooks
 
 from . import LesionlibError, fsutil, images, isic_archive, sources, synthetic
-from .settings import ISIC_ARCHIVE, SYNTHETIC, Settings
+from .settings import ISIC_ARCHIVE, SYNTHETIC, SYNTHETIC_OTHER_CLINIC, Settings
 from .taxonomy import CLASSES
 
 # sha256: the hash of the file at `path` (what the bottleneck cache is keyed by);
@@ -58,6 +58,9 @@ def raw_folder(settings: Settings, progress: bool = True) -> Path:
     """The folder to import: the given one, the synthetic set, or the ISIC download cache."""
     if settings.data_source == SYNTHETIC:
         return synthetic.generate(settings.downloads_dir / "synthetic", seed=settings.seed)
+    if settings.data_source == SYNTHETIC_OTHER_CLINIC:
+        return synthetic.generate(settings.downloads_dir / SYNTHETIC_OTHER_CLINIC, seed=settings.seed + 1,
+                                  other_clinic=True)
     if settings.data_source == ISIC_ARCHIVE:
         if settings.per_class_limit is None:
             raise ManifestError("The full profile downloads every image of the archive; do that "
@@ -242,6 +245,31 @@ def prepare(settings: Settings, progress: bool = True) -> Dataset:
     folder = raw_folder(settings, progress)
     layout, candidates = sources.read_source(folder)
     return build_manifest(candidates, settings, settings.source_name, layout, progress)
+
+
+def combine(manifests: list[pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Several sources' manifests as one, for training on several sources at once.
+
+    Lesion and patient ids are prefixed with their source, so that two collections' "L001"
+    are not taken for one lesion. An image id already seen in an earlier manifest is the same
+    ISIC image in another collection (HAM10000 is also in the ISIC Archive): it is kept once.
+    The later copy is left out **with every image of its lesion and patient** in that later
+    source, since those are the same lesion as images kept; all left out are the second table.
+    """
+    frames = []
+    for manifest in manifests:
+        frame = manifest.copy()
+        for column in ("lesion_id", "patient_id"):
+            known = frame[column].notna() & (frame[column].astype(str) != "")
+            prefixed = frame["source"] + ":" + frame[column].astype(str)
+            frame[column] = frame[column].astype(object).where(~known, prefixed)
+        frames.append(frame)
+    combined = pd.concat(frames, ignore_index=True)
+    repeated = combined["image_id"].duplicated(keep="first")
+    for column in ("lesion_id", "patient_id"):  # the rest of each repeated image's lesion
+        ids = set(combined.loc[repeated, column].dropna()) - {""}
+        repeated |= combined[column].isin(ids)
+    return combined[~repeated].reset_index(drop=True), combined[repeated].reset_index(drop=True)
 
 
 def _built_info(settings: Settings) -> dict:

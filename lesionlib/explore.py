@@ -51,13 +51,14 @@ def class_balance_figure(table: pd.DataFrame) -> plt.Figure:
     return figure
 
 
-def sample_grid_figure(manifest: pd.DataFrame, per_class: int = 6, seed: int = 0) -> plt.Figure:
-    """A few random images of each class, one row per class."""
-    classes = present_classes(manifest)
-    figure, axes = plt.subplots(len(classes), per_class, figsize=(1.8 * per_class, 1.9 * len(classes)),
+def sample_grid_figure(manifest: pd.DataFrame, per_class: int = 6, seed: int = 0,
+                       by: str = "label") -> plt.Figure:
+    """A few random images of each class (or of each value of another column), one row each."""
+    rows = present_classes(manifest) if by == "label" else sorted(manifest[by].unique())
+    figure, axes = plt.subplots(len(rows), per_class, figsize=(1.8 * per_class, 1.9 * len(rows)),
                                 squeeze=False)
-    for row, label in enumerate(classes):
-        members = manifest[manifest["label"] == label]
+    for row, value in enumerate(rows):
+        members = manifest[manifest[by] == value]
         chosen = members.sample(min(per_class, len(members)), random_state=seed)
         for column, axis in enumerate(axes[row]):
             axis.axis("off")
@@ -66,9 +67,9 @@ def sample_grid_figure(manifest: pd.DataFrame, per_class: int = 6, seed: int = 0
                 with Image.open(item["path"]) as image:
                     axis.imshow(image)
                 axis.set_title(str(item["diagnosis"])[:18], fontsize=8)
-        axes[row][0].text(-0.1, 0.5, label, transform=axes[row][0].transAxes, rotation=90,
-                          ha="right", va="center", fontsize=11)
-    figure.suptitle("Random images per class (diagnosis above each)")
+        axes[row][0].text(-0.1, 0.5, value, transform=axes[row][0].transAxes, rotation=90,
+                          ha="right", va="center", fontsize=11 if by == "label" else 8)
+    figure.suptitle(f"Random images per {'class' if by == 'label' else by} (diagnosis above each)")
     return figure
 
 

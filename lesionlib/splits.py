@@ -65,6 +65,33 @@ def _one_fold(labels: np.ndarray, group_ids: np.ndarray, fraction: float, seed: 
     return mask
 
 
+def _strata(manifest: pd.DataFrame) -> np.ndarray:
+    """What each part should hold the same share of: the class, and the source when there
+    are several (so every source is in every part)."""
+    if "source" in manifest and manifest["source"].nunique() > 1:
+        return (manifest["label"] + " | " + manifest["source"]).to_numpy()
+    return manifest["label"].to_numpy()
+
+
+HELD_OUT = "held out"
+
+
+def hold_out_source(manifest: pd.DataFrame, source: str, validation: float = 0.15, test: float = 0.15,
+                    seed: int = 42) -> pd.Series:
+    """Every image of ``source`` is ``held out``; the other sources are split into ``train``,
+    ``validation`` and ``test`` by :func:`grouped_split`. So a model trained on the ``train``
+    part can be tested on unseen lesions of its own sources (``test``) and on a source it has
+    never seen at all (``held out``)."""
+    held = (manifest["source"] == source).to_numpy()
+    if not held.any() or held.all():
+        raise ValueError(f"Holding out {source!r} needs images of it and of another source; the "
+                         f"sources here are {sorted(manifest['source'].unique())}.")
+    part = pd.Series(HELD_OUT, index=manifest.index, name="part", dtype=object)
+    others = manifest[~held]
+    part[~held] = grouped_split(others, validation, test, seed)
+    return part
+
+
 def grouped_split(manifest: pd.DataFrame, validation: float = 0.15, test: float = 0.15,
                   seed: int = 42) -> pd.Series:
     """``train`` / ``validation`` / ``test`` per image: no lesion or patient on two sides.
@@ -72,7 +99,7 @@ def grouped_split(manifest: pd.DataFrame, validation: float = 0.15, test: float 
     Deterministic for a seed. The fractions are of images and are met approximately, since
     whole groups move together.
     """
-    labels = manifest["label"].to_numpy()
+    labels = _strata(manifest)
     group_ids = groups(manifest).to_numpy()
     part = np.full(len(manifest), "train", dtype=object)
     is_test = _one_fold(labels, group_ids, test, seed)

@@ -1,0 +1,172 @@
+"""Does it work on someone else's images? Training on some sources, testing on another.
+
+A classifier can score well on unseen lesions of its own collection and fail on another
+clinic's: other cameras, light, framing, patients. :func:`evaluate` trains a head by one
+:class:`Recipe` on the ``train`` part of a (possibly combined) manifest and measures
+malignant-versus-rest AUC, with an interval from resampling lesions, on the ``test`` part
+(unseen lesions of the training sources) and on the ``held out`` part (a source never trained
+on; see :func:`lesionlib.splits.hold_out_source`). Notebook 06 and
+``benchmarks/generalization.py`` put several recipes side by side.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+
+import pandas as pd
+
+from . import dataset
+from .backbones import Backbone
+from .dataset import ManifestError
+from .evaluation import bootstrap_intervals, malignant_auc, predict_part
+from .features import Augmentation, extract
+from .preprocessing import ORIGINAL, Preprocessing
+from .settings import Settings
+from .splits import HELD_OUT, grouped_split, hold_out_source
+from .training import HeadConfig, TrainedHead, arrays, train_head
+
+
+@dataclass
+class Sources:
+    """The images of the main source (notebooks 01–05) and, if set, of the external one."""
+
+    manifest: pd.DataFrame  # every source's images, with their ``source``
+    main: str
+    external: str | None  # LESIONLIB_EXTERNAL_SOURCE's name, or None
+    repeated: pd.DataFrame  # external images that are also in the main source (kept once)
+
+    def split(self, seed: int = 42) -> pd.Series:
+        """The external source held out whole; the main one split by lesion, as in notebook 03."""
+        if self.external is None:
+            return grouped_split(self.manifest, seed=seed)
+        return hold_out_source(self.manifest, self.external, seed=seed)
+
+    def split_together(self, seed: int = 42) -> pd.Series:
+        """Every source split by lesion together: each part gets its share of every source."""
+        return grouped_split(self.manifest, seed=seed)
+
+    def summary(self) -> str:
+        if self.external is None:
+            return (f"Only {self.main}: no external source, so nothing can be held out. Set "
+                    "LESIONLIB_EXTERNAL_SOURCE to a folder of images from another collection "
+                    "(any layout notebook 01 reads) to measure generalisation.")
+        text = f"main source {self.main}, held-out source {self.external}"
+        if len(self.repeated):
+            text += (f"; {len(self.repeated)} images of {self.external} are also in {self.main} "
+                     "(same ISIC id) and count there only")
+        return text
+
+
+def _manifest(settings: Settings, progress: bool) -> pd.DataFrame:
+    try:
+        return dataset.load_manifest(settings)
+    except ManifestError:  # not built yet, or for other settings: build it
+        return dataset.prepare(settings, progress=progress).manifest
+
+
+def load_sources(settings: Settings, progress: bool = True) -> Sources:
+    """The main source's manifest (notebook 01) and the external source's, built the same way
+    (every image checked) in ``data/external/<name>/`` the first time."""
+    main = dataset.load_manifest(settings)
+    if settings.external_source is None:
+        return Sources(main, settings.source_name, None, main.iloc[:0])
+    external_settings = settings.external()
+    combined, repeated = dataset.combine([main, _manifest(external_settings, progress)])
+    return Sources(combined, settings.source_name, external_settings.source_name, repeated)
+
+
+def source_table(manifest: pd.DataFrame) -> pd.DataFrame:
+    """How the sources differ: images per class and typical size."""
+    table = manifest.groupby(["source", "label"]).size().unstack(fill_value=0)
+    table["median width"] = manifest.groupby("source")["width"].median()
+    table["median height"] = manifest.groupby("source")["height"].median()
+    return table
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One way of preparing images and training the head: a row of the comparison."""
+
+    name: str
+    preprocessing: Preprocessing = ORIGINAL
+    augmentation: int = 0  # fixed augmented copies of each training image, cached
+    tta: int = 0  # augmented copies of each test image whose predictions are averaged
+    head: HeadConfig = field(default_factory=HeadConfig)
+
+
+@dataclass
+class Outcome:
+    """What one recipe gave: the trained head, the predictions, the AUCs and the time taken."""
+
+    recipe: Recipe
+    head: TrainedHead
+    predictions: dict[str, pd.DataFrame]  # part name -> evaluation.predict_part table
+    auc: dict[str, pd.Series]  # part name -> estimate, low, high
+    feature_seconds: float
+    head_seconds: float
+
+    def row(self) -> dict:
+        """The recipe's row of a comparison table."""
+        return table_row(self.recipe.name, self.auc, self.feature_seconds, self.head_seconds)
+
+
+def table_row(name: str, auc: dict[str, pd.Series], feature_seconds: float, head_seconds: float) -> dict:
+    """One row of a comparison: AUC and interval per part, and the time taken."""
+    row = {"recipe": name}
+    for part, value in auc.items():
+        label = "held-out source" if part == HELD_OUT else "same source"
+        row[f"AUC {label}"] = value["estimate"]
+        row[f"AUC {label} 95% interval"] = f"{value['low']:.3f}–{value['high']:.3f}"
+    row["features (s)"] = round(feature_seconds, 1)
+    row["head (s)"] = round(head_seconds, 1)
+    return row
+
+
+def auc_interval(frame: pd.DataFrame, resamples: int = 1000, seed: int = 42) -> pd.Series:
+    """Malignant-versus-rest AUC of a predictions table, with a 95% interval over lesions."""
+    table = bootstrap_intervals(frame, lambda f: {"AUC": malignant_auc(f)}, resamples, seed)
+    return table.loc["AUC"]
+
+
+def evaluate(recipe: Recipe, backbone: Backbone, manifest: pd.DataFrame, part: pd.Series,
+             cache_root, seed: int = 42, resamples: int = 1000, progress: bool = False) -> Outcome:
+    """Train by ``recipe`` on the ``train`` part; AUC on ``test`` and, if present, ``held out``."""
+    started = time.perf_counter()
+    training_copies = Augmentation(recipe.augmentation, seed) if recipe.augmentation else None
+    test_copies = Augmentation(recipe.tta, seed) if recipe.tta else None
+    train = extract(manifest[part == "train"], backbone, cache_root, augmentation=training_copies,
+                    preprocessing=recipe.preprocessing, progress=progress)
+    others = extract(manifest[part != "train"], backbone, cache_root, augmentation=test_copies,
+                     preprocessing=recipe.preprocessing, progress=progress)
+    features_done = time.perf_counter()
+    head = train_head(arrays(train, manifest, part, "train", with_copies=True),
+                      arrays(others, manifest, part, "validation"), recipe.head)
+    head_done = time.perf_counter()
+    predictions = {name: predict_part(head, others, manifest, part, name, tta=bool(recipe.tta))
+                   for name in ("test", HELD_OUT) if (part == name).any()}
+    auc = {name: auc_interval(frame, resamples, seed) for name, frame in predictions.items()}
+    return Outcome(recipe, head, predictions, auc, features_done - started, head_done - features_done)
+
+
+def reference_results() -> str:
+    """The tables ``benchmarks/generalization.py`` measured on HAM10000 and the CC0 ISIC sample
+    (Markdown, shipped with lesionlib so that notebook 06 can show them anywhere)."""
+    return resources.files("lesionlib").joinpath("results", "generalization.md").read_text(encoding="utf-8")
+
+
+def comparison(outcomes: list[Outcome]) -> pd.DataFrame:
+    """Several recipes' rows side by side."""
+    return pd.DataFrame([outcome.row() for outcome in outcomes]).set_index("recipe")
+
+
+def per_source(frame: pd.DataFrame, manifest: pd.DataFrame, resamples: int = 1000,
+               seed: int = 42) -> pd.DataFrame:
+    """Malignant-versus-rest AUC of one part's predictions, source by source."""
+    rows = {}
+    for source, rows_of_source in frame.groupby(manifest.loc[frame.index, "source"].to_numpy()):
+        auc = auc_interval(rows_of_source, resamples, seed)
+        rows[source] = {"images": len(rows_of_source), "AUC": auc["estimate"],
+                        "95% interval": f"{auc['low']:.3f}–{auc['high']:.3f}"}
+    return pd.DataFrame(rows).T

@@ -1,0 +1,222 @@
+"""Several sources: settings, combining, holding one out, recipes, and what they measure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lesionlib import dataset, evaluation, explore, generalization, splits, training
+from lesionlib.features import Augmentation, Preprocessing, extract
+from lesionlib.generalization import Recipe
+from lesionlib.settings import NO_SOURCE, SYNTHETIC_OTHER_CLINIC, SettingsError
+from lesionlib.taxonomy import CLASSES
+
+QUICK = training.HeadConfig(epochs=80, patience=10)
+
+
+def test_external_source_settings(make_settings, cc0_sample):
+    smoke = make_settings(profile="smoke")
+    assert smoke.external_source == SYNTHETIC_OTHER_CLINIC
+    assert make_settings(profile="workshop", data_source="synthetic").external_source is None
+    assert make_settings(profile="smoke", external_source=NO_SOURCE).external_source is None
+    external = make_settings(profile="smoke", external_source=str(cc0_sample)).external()
+    assert external.data_source == cc0_sample and external.external_source is None
+    assert external.data_dir == smoke.home / "data" / "external" / cc0_sample.name
+    assert external.manifest_path.parent == external.data_dir
+    assert external.cache_dir == smoke.cache_dir  # networks and bottlenecks are shared
+    with pytest.raises(SettingsError, match="same as LESIONLIB_DATA_SOURCE"):
+        make_settings(data_source=str(cc0_sample), external_source=str(cc0_sample))
+    with pytest.raises(SettingsError, match="LESIONLIB_EXTERNAL_SOURCE='nowhere'"):
+        make_settings(profile="smoke", external_source="nowhere")
+    with pytest.raises(SettingsError, match="set LESIONLIB_EXTERNAL_SOURCE"):
+        make_settings(profile="smoke", external_source=NO_SOURCE).external()
+
+
+@pytest.fixture(scope="module")
+def smoke_sources(tmp_path_factory):
+    from lesionlib.settings import load_settings
+
+    home = tmp_path_factory.mktemp("home")
+    settings = load_settings({"LESIONLIB_HOME": str(home), "LESIONLIB_PROFILE": "smoke"})
+    dataset.prepare(settings, progress=False)
+    return settings, generalization.load_sources(settings, progress=False)
+
+
+def test_the_other_clinic_is_checked_and_kept_apart(smoke_sources):
+    settings, sources = smoke_sources
+    assert sources.main == "synthetic" and sources.external == SYNTHETIC_OTHER_CLINIC
+    assert set(sources.manifest["source"]) == {"synthetic", SYNTHETIC_OTHER_CLINIC}
+    assert sources.manifest.index.is_unique and sources.repeated.empty
+    external = sources.manifest[sources.manifest["source"] == SYNTHETIC_OTHER_CLINIC]
+    assert all(str(path).startswith(str(settings.external().train_dir)) for path in external["path"])
+    assert external["lesion_id"].str.startswith(f"{SYNTHETIC_OTHER_CLINIC}:").all()
+    table = generalization.source_table(sources.manifest)
+    assert list(table.index) == sorted(sources.manifest["source"].unique())
+
+
+def test_the_other_camera_is_warmer(smoke_sources):
+    from PIL import Image
+
+    _, sources = smoke_sources
+
+    def red_over_blue(source: str) -> float:
+        paths = sources.manifest.loc[sources.manifest["source"] == source, "path"].iloc[:20]
+        means = np.array([np.asarray(Image.open(p).convert("RGB"), float).mean(axis=(0, 1)) for p in paths])
+        return float((means[:, 0] / means[:, 2]).mean())
+
+    assert red_over_blue(SYNTHETIC_OTHER_CLINIC) > 1.2 * red_over_blue("synthetic")
+
+
+def test_combine_prefixes_ids_and_keeps_an_image_once():
+    first = pd.DataFrame({"image_id": ["ISIC_1", "ISIC_2"], "lesion_id": ["L1", ""],
+                          "patient_id": [None, "P1"], "source": "a", "label": "benign"})
+    second = pd.DataFrame({"image_id": ["ISIC_2", "ISIC_3"], "lesion_id": ["L1", "L2"],
+                           "patient_id": ["P1", None], "source": "b", "label": "malignant"})
+    combined, repeated = dataset.combine([first, second])
+    assert list(combined["image_id"]) == ["ISIC_1", "ISIC_2", "ISIC_3"]
+    assert list(combined["lesion_id"]) == ["a:L1", "", "b:L2"]  # b's L1 is not a's L1
+    assert combined["patient_id"].tolist()[1] == "a:P1" and pd.isna(combined["patient_id"].tolist()[0])
+    assert list(repeated["image_id"]) == ["ISIC_2"] and list(repeated["source"]) == ["b"]
+
+
+def test_holding_a_source_out(smoke_sources):
+    _, sources = smoke_sources
+    part = sources.split(seed=42)
+    external = sources.manifest["source"] == SYNTHETIC_OTHER_CLINIC
+    assert (part[external] == splits.HELD_OUT).all()
+    assert set(part[~external]) == {"train", "validation", "test"}
+    assert splits.crossing_groups(sources.manifest[~external], part[~external]) == 0
+    with pytest.raises(ValueError, match="needs images of it and of another source"):
+        splits.hold_out_source(sources.manifest, "no such source")
+
+
+def test_a_split_of_several_sources_gives_every_part_every_source(smoke_sources):
+    _, sources = smoke_sources
+    part = sources.split_together(seed=42)
+    counts = pd.crosstab(part, sources.manifest["source"])
+    assert (counts > 0).all().all()
+    assert splits.crossing_groups(sources.manifest, part) == 0
+
+
+def test_a_recipe_for_the_other_camera_repairs_the_drop(smoke_sources):
+    settings, sources = smoke_sources
+    from lesionlib import backbones
+
+    backbone = backbones.load(settings)
+    part = sources.split(seed=42)
+    repair = Preprocessing(crop=True, resolution=32, colour="shades_of_gray")
+    recipes = (Recipe("original"), Recipe("repaired", repair))
+    original, repaired = (generalization.evaluate(recipe, backbone, sources.manifest, part,
+                                                  settings.bottleneck_dir, resamples=200)
+                          for recipe in recipes)
+    held_out = original.auc[splits.HELD_OUT]["estimate"]
+    assert original.auc["test"]["estimate"] > held_out + 0.05  # the drop on the other camera's images
+    assert repaired.auc[splits.HELD_OUT]["estimate"] > held_out + 0.05  # and its repair
+    table = generalization.comparison([original, repaired])
+    assert list(table.index) == ["original", "repaired"]
+    assert {"AUC same source", "AUC held-out source", "features (s)", "head (s)"} <= set(table.columns)
+    low, high = map(float, table.loc["original", "AUC held-out source 95% interval"].split("–"))
+    assert low <= table.loc["original", "AUC held-out source"] <= high
+
+
+def test_test_time_augmentation_averages_each_image_with_its_copies(trained_smoke):
+    settings, manifest, backbone, _, part, head = trained_smoke
+    rows = manifest[part == "test"]
+    copies = extract(rows, backbone, settings.bottleneck_dir, augmentation=Augmentation(3, seed=1),
+                     progress=False)
+    plain = evaluation.predict_part(head, copies, manifest, part, "test")
+    averaged = evaluation.predict_part(head, copies, manifest, part, "test", tta=True)
+    assert list(averaged.index) == list(plain.index) == list(rows.index)
+    first = rows.index[0]
+    expected = head.predict(copies.features[copies.index == first]).mean(axis=0)
+    got = averaged.loc[first, evaluation.PROBABILITY].to_numpy(float)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert not np.allclose(averaged[evaluation.PROBABILITY], plain[evaluation.PROBABILITY])
+
+
+def test_class_balanced_sampling_draws_classes_equally(trained_smoke):
+    import tensorflow as tf
+
+    y = np.array([0] * 80 + [1] * 15 + [2] * 5)
+    x = np.arange(len(y), dtype=np.float32)[:, None]
+    config = training.HeadConfig(balance="sampling", batch_size=10)
+    batches = training._balanced_batches(tf, x, y, np.ones(len(y)), config)
+    drawn = np.concatenate([batch[1].numpy() for batch in batches])
+    assert len(drawn) == len(y)
+    assert np.abs(np.bincount(drawn, minlength=3) / len(y) - 1 / 3).max() < 0.12
+    with pytest.raises(ValueError, match="balance"):
+        training.HeadConfig(balance="magic")
+
+
+def test_a_hidden_layer_can_be_asked_for(trained_smoke):
+    _, manifest, _, bottlenecks, part, _ = trained_smoke
+    train = training.arrays(bottlenecks, manifest, part, "train")
+    model = training.build_head(train[0], training.HeadConfig(hidden=16))
+    assert model.get_layer("hidden").units == 16
+    assert model.output_shape == (None, len(CLASSES))
+
+
+def test_per_source_scores_and_the_sources_figure(smoke_sources):
+    settings, sources = smoke_sources
+    from lesionlib import backbones
+
+    outcome = generalization.evaluate(Recipe("both", head=QUICK), backbones.load(settings),
+                                      sources.manifest, sources.split_together(seed=42),
+                                      settings.bottleneck_dir, resamples=100)
+    table = generalization.per_source(outcome.predictions["test"], sources.manifest, resamples=100)
+    assert list(table.index) == ["synthetic", SYNTHETIC_OTHER_CLINIC]
+    assert table["images"].sum() == len(outcome.predictions["test"])
+    figure = explore.sample_grid_figure(sources.manifest, per_class=3, by="source")
+    assert len(figure.axes) == 2 * 3
+
+
+def test_the_reference_results_ship_with_lesionlib():
+    text = generalization.reference_results()
+    assert "HAM10000" in text and "CC0" in text and "AUC held-out source" in text
+
+
+def test_without_an_external_source_the_main_one_is_split_as_usual(make_settings):
+    settings = make_settings(profile="smoke", external_source=NO_SOURCE)
+    dataset.prepare(settings, progress=False)
+    sources = generalization.load_sources(settings, progress=False)
+    assert sources.external is None and "LESIONLIB_EXTERNAL_SOURCE" in sources.summary()
+    assert set(sources.split(seed=42)) == {"train", "validation", "test"}
+
+
+def test_a_repeated_image_takes_its_whole_lesion_along():
+    first = pd.DataFrame({"image_id": ["ISIC_1"], "lesion_id": ["L9"], "patient_id": [None],
+                          "source": "a", "label": "malignant"})
+    second = pd.DataFrame({"image_id": ["ISIC_1", "ISIC_5", "ISIC_6"], "lesion_id": ["L1", "L1", "L2"],
+                           "patient_id": [None, None, None], "source": "b", "label": "malignant"})
+    combined, left_out = dataset.combine([first, second])
+    assert list(combined["image_id"]) == ["ISIC_1", "ISIC_6"]  # ISIC_5 is the same lesion as ISIC_1
+    assert list(left_out["image_id"]) == ["ISIC_1", "ISIC_5"]
+
+
+def test_one_source_is_split_exactly_as_before(trained_smoke, smoke_sources):
+    _, manifest, *_ = trained_smoke
+    part = splits.grouped_split(manifest, seed=42)
+    assert splits.fingerprint(manifest, part) == splits.fingerprint(manifest, splits.grouped_split(
+        manifest.drop(columns="source"), seed=42))  # a single source adds no strata
+    _, sources = smoke_sources
+    main = sources.manifest["source"] == "synthetic"
+    held = sources.split(seed=42)
+    alone = splits.grouped_split(sources.manifest[main], seed=42)
+    assert (held[main] == alone).all()  # holding a source out leaves the main split as it was
+
+
+def test_profiles_prepare_images_as_measured(make_settings):
+    from lesionlib.settings import ACROSS_SOURCES
+
+    assert make_settings(profile="workshop", data_source="synthetic").preprocessing == ACROSS_SOURCES
+    assert make_settings(profile="smoke").preprocessing == ACROSS_SOURCES
+    assert make_settings(profile="full", data_source="synthetic").preprocessing == Preprocessing()
+
+
+def test_two_sources_with_one_name_are_refused(make_settings, tmp_path):
+    for parent in ("a", "b"):
+        (tmp_path / parent / "images").mkdir(parents=True)
+    with pytest.raises(SettingsError, match="same name, 'images'"):
+        make_settings(data_source=str(tmp_path / "a" / "images"),
+                      external_source=str(tmp_path / "b" / "images"))
