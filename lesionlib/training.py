@@ -155,7 +155,8 @@ def _balanced_batches(tf, x: np.ndarray, y: np.ndarray, per_image: np.ndarray, c
     present = [c for c in range(len(CLASSES)) if (y == c).any()]
     streams = [tf.data.Dataset.from_tensor_slices((x[y == c], y[y == c], per_image[y == c])).cache()
                .shuffle(int((y == c).sum()), seed=config.seed + c).repeat() for c in present]
-    mixed = tf.data.Dataset.sample_from_datasets(streams, seed=config.seed)
+    mixed = tf.data.Dataset.sample_from_datasets(streams, seed=config.seed,
+                                                 rerandomize_each_iteration=True)  # new draws each epoch
     return mixed.take(len(x)).batch(config.batch_size)
 
 
