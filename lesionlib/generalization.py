@@ -35,7 +35,7 @@ class Sources:
     manifest: pd.DataFrame  # every source's images, with their ``source``
     main: str
     external: str | None  # LESIONLIB_EXTERNAL_SOURCE's name, or None
-    repeated: pd.DataFrame  # external images that are also in the main source (kept once)
+    repeated: pd.DataFrame  # external images also in the main source, with their lesions: left out
 
     def split(self, seed: int = 42) -> pd.Series:
         """The external source held out whole; the main one split by lesion, as in notebook 03."""
@@ -48,18 +48,20 @@ class Sources:
         return grouped_split(self.manifest, seed=seed)
 
     def summary(self) -> str:
+        """One sentence: which source is held out, and what was left out of it."""
         if self.external is None:
             return (f"Only {self.main}: no external source, so nothing can be held out. Set "
                     "LESIONLIB_EXTERNAL_SOURCE to a folder of images from another collection "
                     "(any layout notebook 01 reads) to measure generalisation.")
         text = f"main source {self.main}, held-out source {self.external}"
         if len(self.repeated):
-            text += (f"; {len(self.repeated)} images of {self.external} are also in {self.main} "
-                     "(same ISIC id) and count there only")
+            text += (f"; {len(self.repeated)} images of {self.external} are left out: they, or "
+                     f"other images of their lesion, are also in {self.main} (same ISIC id)")
         return text
 
 
 def _manifest(settings: Settings, progress: bool) -> pd.DataFrame:
+    """The manifest built for ``settings``, built now if there is none (notebook 01's way)."""
     try:
         return dataset.load_manifest(settings)
     except ManifestError:  # not built yet, or for other settings: build it
