@@ -33,6 +33,7 @@ from machine import describe
 from lesionlib import backbones, dataset, evaluation, features, fsutil, generalization, splits, training
 from lesionlib.features import Preprocessing
 from lesionlib.generalization import Recipe
+from lesionlib.modelcard import markdown_table
 from lesionlib.settings import ACROSS_SOURCES, load_settings
 from lesionlib.splits import HELD_OUT
 from lesionlib.taxonomy import CLASSES
@@ -62,13 +63,7 @@ def recipes() -> list[Recipe]:
 
 
 def _markdown(table: pd.DataFrame) -> str:
-    header = "| " + " | ".join([table.index.name or ""] + list(table.columns)) + " |"
-    lines = [header, "|" + "---|" * (len(table.columns) + 1)]
-    for name, row in table.iterrows():
-        cells = [(f"{v:.1f}" if column.endswith("(s)") else f"{v:.3f}") if isinstance(v, float) else str(v)
-                 for column, v in row.items()]
-        lines.append("| " + " | ".join([str(name), *cells]) + " |")
-    return "\n".join(lines)
+    return markdown_table(table, lambda column, v: f"{v:.1f}" if column.endswith("(s)") else f"{v:.3f}")
 
 
 def _settings(home: Path, main: Path, external: Path, shared: Path):

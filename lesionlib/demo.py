@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from . import DISCLAIMER
-from .evaluation import occlusion
+from .evaluation import draw_occlusion, occlusion
 from .inference import ExportedModel, model_bytes
 
 
@@ -32,12 +32,8 @@ def prediction_figure(model: ExportedModel, data: bytes, name: str):
                                                  gridspec_kw={"width_ratios": [1, 1, 1.3]})
     left.imshow(pixels)
     left.set_title(name if len(name) <= 45 else name[:42] + "...", fontsize=9)
-    middle.imshow(pixels)
-    limit = max(abs(heat).max(), 1e-6)
-    middle.imshow(heat, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.55)
-    middle.set_title(f"red: hiding it lowers P({model.classes[top]})", fontsize=9)
-    for axis in (left, middle):
-        axis.axis("off")
+    left.axis("off")
+    draw_occlusion(middle, pixels, heat, model.classes[top])
     colours = ["tab:red" if label == "malignant" else "tab:gray" for label in model.classes]
     right.barh(model.classes, probabilities, color=colours)
     right.set_xlim(0, 1)

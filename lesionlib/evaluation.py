@@ -380,6 +380,15 @@ def occlusion_map(path, backbone, trained: TrainedHead, label: str, patch: int =
     return image, occlusion(image, probabilities, CLASSES.index(label), patch, stride, batch_size)
 
 
+def draw_occlusion(axis, image: np.ndarray, heat: np.ndarray, label: str) -> None:
+    """An occlusion map laid over its image on ``axis``, red where hiding lowers ``P(label)``."""
+    axis.imshow(image)
+    limit = max(abs(heat).max(), 1e-6)
+    axis.imshow(heat, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.55)
+    axis.set_title(f"red: hiding it lowers P({label})", fontsize=9)
+    axis.axis("off")
+
+
 def saliency_figure(maps: list[tuple[str, np.ndarray, np.ndarray, str]]):
     """Rows of (title, image, occlusion map, class): the image and the map laid over it."""
     import matplotlib.pyplot as plt
@@ -388,12 +397,8 @@ def saliency_figure(maps: list[tuple[str, np.ndarray, np.ndarray, str]]):
     for (title, image, heat, label), (left, right) in zip(maps, axes):
         left.imshow(image)
         left.set_title(title, fontsize=9)
-        right.imshow(image)
-        limit = max(abs(heat).max(), 1e-6)
-        right.imshow(heat, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.55)
-        right.set_title(f"red: hiding it lowers P({label})", fontsize=9)
         left.axis("off")
-        right.axis("off")
+        draw_occlusion(right, image, heat, label)
     figure.suptitle("Where the model looks (occlusion); not a diagnosis")
     figure.tight_layout()
     return figure

@@ -27,12 +27,14 @@ def _interval(row: dict | None) -> str:
     return f"{row['estimate']:.3f} (95% interval {row['low']:.3f}–{row['high']:.3f})"
 
 
-def _table(frame: pd.DataFrame) -> str:
-    """A small DataFrame as a Markdown table (no extra dependency for ``to_markdown``)."""
+def markdown_table(frame: pd.DataFrame, number=lambda column, value: f"{value:.3g}") -> str:
+    """A small DataFrame as a Markdown table (no extra dependency for ``to_markdown``);
+    ``number(column, value)`` writes each float."""
     header = [frame.index.name or ""] + [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for index, row in frame.iterrows():
-        cells = [f"{v:.3g}" if isinstance(v, (float, np.floating)) else str(v) for v in row]
+        cells = [number(column, v) if isinstance(v, (float, np.floating)) else str(v)
+                 for column, v in row.items()]
         lines.append("| " + " | ".join([str(index)] + cells) + " |")
     return "\n".join(lines)
 
@@ -128,7 +130,7 @@ def render(model_record: dict, metrics: dict, manifest: pd.DataFrame,
     lines.append("- Intervals come from resampling test lesions 1,000 times (notebook 04).")
     if tflite is not None and len(tflite):
         lines += ["", "## TFLite variants (against the SavedModel, on the test part)", "",
-                  _table(tflite.round(4))]
+                  markdown_table(tflite.round(4))]
     lines += [
         "",
         "## Intended use",
