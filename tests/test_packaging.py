@@ -1,12 +1,17 @@
-"""The install paths agree: pyproject.toml, environment.yml, the Makefile, CI and the README."""
+"""The install paths agree: pyproject.toml, requirements.txt, environment.yml and postBuild
+(Binder), the Makefile, CI and the README."""
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -15,31 +20,56 @@ def _pyproject() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
-def test_every_dependency_is_pinned_exactly():
-    for requirement in _pyproject()["project"]["dependencies"]:
-        assert re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*", requirement), requirement
+def _pins() -> dict[str, str]:
+    """requirements.txt as ``{name: version}``; every line must be an exact pin."""
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            assert re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*", line), line
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version
+    return pins
 
 
-def test_environment_yml_pins_the_same_set():
+def _ranges() -> list[Requirement]:
+    project = _pyproject()["project"]
+    extras = [r for group in project["optional-dependencies"].values() for r in group]
+    return [Requirement(r) for r in project["dependencies"] + extras]
+
+
+def test_every_range_is_pinned_to_a_version_inside_it():
+    pins = _pins()
+    for requirement in _ranges():
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} has a range in pyproject.toml but no pin in requirements.txt"
+        assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} is outside {requirement}"
+
+
+def test_binder_environment_pins_the_same_set_and_postbuild_installs_lesionlib():
     environment = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda = [d for d in environment["dependencies"] if isinstance(d, str)]
     pip = next(d["pip"] for d in environment["dependencies"] if isinstance(d, dict))
-    assert "python=3.11" in conda
-    assert sorted(p for p in pip if p != "-e .") == sorted(_pyproject()["project"]["dependencies"])
-    assert "-e ." in pip  # lesionlib itself, so notebooks can import it
+    assert "python=3.11" in conda and "pip" in conda
+    # repo2docker builds environment.yml before the repository is copied in: no local paths.
+    assert {canonicalize_name(p.split("==")[0]): p.split("==")[1] for p in pip} == _pins()
+    post_build = ROOT / "postBuild"
+    assert os.access(post_build, os.X_OK), "postBuild must be executable for repo2docker"
+    assert re.search(r"^python -m pip install --no-deps -e \.$", post_build.read_text(), re.MULTILINE)
 
 
-def test_python_version_agrees():
-    assert _pyproject()["project"]["requires-python"] == ">=3.11,<3.12"
+def test_python_versions_admit_the_pinned_one_and_colabs():
+    allowed = SpecifierSet(_pyproject()["project"]["requires-python"])
+    assert "3.11" in allowed and "3.12" in allowed  # make and Binder pin 3.11; Colab runs 3.12
 
 
 def test_tensorflow_not_tensorflow_cpu():
-    names = {r.split("==")[0] for r in _pyproject()["project"]["dependencies"]}
+    names = set(_pins())
     assert {"tensorflow", "tensorflow-hub", "tf-keras"} <= names
     assert "tensorflow-cpu" not in names
 
 
-def test_ci_runs_exactly_the_readme_test_command():
+def test_make_installs_the_pins_and_ci_runs_exactly_the_readme_test_command():
+    assert '-r requirements.txt -e ".[course,test]"' in (ROOT / "Makefile").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^exec make test$", ci, re.MULTILINE)
     readme = (ROOT / "README.md").read_text()
