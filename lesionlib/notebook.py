@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from importlib import metadata
@@ -9,6 +10,9 @@ from pathlib import Path
 
 from . import DISCLAIMER, LesionlibError, fsutil
 from .settings import Settings, load_settings
+
+# What pip must leave as Colab has them: replacing any of these under a running kernel breaks it.
+COLAB_KEEPS = ("tensorflow", "keras", "numpy", "pandas", "ipywidgets")
 
 PACKAGES = ("lesionlib", "tensorflow", "keras", "tensorflow-hub", "numpy", "pandas",
             "scikit-learn", "matplotlib", "seaborn", "pillow", "isic-metadata")
@@ -23,6 +27,36 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
     return found
+
+
+def launch_code(repository: str) -> str:
+    """The opening lines of every notebook's first cell: on Colab, install lesionlib from
+    ``repository`` (a git URL, pyproject.toml's ``Repository``) and keep Colab's own
+    :data:`COLAB_KEEPS`; elsewhere lesionlib is installed already and nothing happens.
+
+    It cannot call lesionlib (not installed yet on Colab), so tools/refresh_notebooks.py writes
+    it into each notebook and tests/test_notebooks_format.py checks that it is there, unchanged.
+    """
+    return (
+        "# On Colab, install lesionlib from the course's repository, keeping Colab's own\n"
+        f"# {', '.join(COLAB_KEEPS)}. Locally and on Binder it is installed: nothing happens.\n"
+        "import sys\n"
+        "\n"
+        'if "google.colab" in sys.modules:\n'
+        "    from importlib.metadata import version\n"
+        "\n"
+        f'    keep = " ".join(f"{{name}}=={{version(name)}}" for name in {COLAB_KEEPS!r})\n'
+        f'    %pip install --quiet "lesionlib @ git+{repository}" {{keep}}\n'
+    )
+
+
+def where() -> str:
+    """Where this notebook runs: Colab, Binder or this machine."""
+    if "google.colab" in sys.modules:
+        return "Colab"
+    if "BINDER_LAUNCH_HOST" in os.environ or "BINDER_REPO_URL" in os.environ:
+        return "Binder"
+    return "this machine"
 
 
 def _show_lesson_error(shell, kind, error, traceback, tb_offset=None) -> None:
@@ -43,7 +77,8 @@ def setup() -> Settings:
     matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 120})
     sns.set_theme(context="notebook", style="whitegrid")
     settings = load_settings()
-    print("  ".join(f"{name} {version}" for name, version in versions().items()))
+    print(f"running on {where()}: "
+          + "  ".join(f"{name} {version}" for name, version in versions().items()))
     for key, value in settings.as_table().items():
         print(f"{key:>17}: {value}")
     print(f"\n{DISCLAIMER}")

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import nbformat
 import pytest
 
+import lesionlib
+from lesionlib.notebook import launch_code
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+REPOSITORY = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+GITHUB = REPOSITORY.removeprefix("https://github.com/")
 
 
 def test_notebooks_are_numbered_from_01_without_gaps():
@@ -21,11 +30,46 @@ def test_opening_cells_are_the_course_format(path):
     notebook = nbformat.read(path, as_version=4)
     title = notebook.cells[0]
     assert title.cell_type == "markdown" and title.source.startswith(f"# {path.name[:2]} · ")
-    assert "colab.research.google.com/github/" in title.source and path.name in title.source
-    assert "mybinder.org" in title.source
+    assert f"colab.research.google.com/github/{GITHUB}/blob/main/notebooks/{path.name}" in title.source
+    assert f"mybinder.org/v2/gh/{GITHUB}/main?urlpath=lab/tree/notebooks/{path.name}" in title.source
     assert "Not a diagnosis" in title.source
     first_code = next(c for c in notebook.cells if c.cell_type == "code")
+    assert first_code.source.startswith(launch_code(REPOSITORY))  # run tools/refresh_notebooks.py
     assert "notebook.setup()" in first_code.source
+
+
+def test_readme_badges_follow_the_repository_setting():
+    readme = (ROOT / "README.md").read_text()
+    assert f"mybinder.org/v2/gh/{GITHUB}/main" in readme
+    for path in NOTEBOOKS:
+        assert f"colab.research.google.com/github/{GITHUB}/blob/main/notebooks/{path.name}" in readme
+
+
+def test_the_launch_lines_on_colab_install_lesionlib_and_replace_nothing(tmp_path):
+    """Run the launch lines in IPython as Colab would (google.colab imported), with this
+    clone as the repository and pip in --dry-run mode: lesionlib is all pip would install,
+    since every pinned package here, like Colab's own, already satisfies lesionlib's ranges."""
+    launch = launch_code(f"file://{ROOT}").replace("%pip install --quiet", "%pip install --dry-run")
+    script = tmp_path / "colab.py"
+    script.write_text(
+        "import sys, types\n"
+        "sys.modules['google'] = types.ModuleType('google')\n"
+        "sys.modules['google.colab'] = types.ModuleType('google.colab')\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        f"result = InteractiveShell.instance().run_cell({launch!r})\n"
+        "sys.exit(0 if result.success else 1)\n")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    would = [line for line in run.stdout.splitlines() if line.startswith("Would install")]
+    assert would == [f"Would install lesionlib-{lesionlib.__version__}"], run.stdout
+
+
+def test_the_launch_lines_do_nothing_off_colab():
+    namespace: dict = {}
+    code = launch_code(REPOSITORY).replace("%pip install", "raise SystemExit #")
+    exec(compile(code, "launch", "exec"), namespace)  # no google.colab here: the branch is skipped
+    assert "keep" not in namespace
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -3,6 +3,8 @@
     .venv/bin/python tools/refresh_notebooks.py
 
 Every notebook is executed in order under the synthetic ``smoke`` profile in a temporary home.
+Each notebook's first code cell is made to open with the Colab launch lines of
+``lesionlib.notebook.launch_code``, for the repository named in pyproject.toml.
 Cells tagged ``nbval-check-output`` keep their outputs (nbval compares them on every test run,
 so they must be the same for every data source); every other output and execution count is
 removed, so a learner opens a fresh notebook and the diffs stay small.
@@ -13,13 +15,31 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
 
+from lesionlib.notebook import launch_code
+
 ROOT = Path(__file__).resolve().parent.parent
 CHECKED = "nbval-check-output"
+
+
+def repository() -> str:
+    """The course's git URL: the one setting the Colab launch lines and the badges follow."""
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+
+
+def with_launch_code(notebook: nbformat.NotebookNode, launch: str) -> nbformat.NotebookNode:
+    """Open the first code cell with ``launch``, replacing earlier launch lines if any."""
+    cell = next(c for c in notebook.cells if c.cell_type == "code")
+    source = cell.source
+    if source.startswith(launch.splitlines()[0]):  # launch lines of another version: drop them
+        source = source.split("%pip install", 1)[1].split("\n", 1)[1].lstrip("\n")
+    cell.source = launch + "\n" + source
+    return notebook
 
 
 def clean(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -38,7 +58,7 @@ def main() -> int:
         os.environ.update({"LESIONLIB_PROFILE": "smoke", "LESIONLIB_HOME": home,
                            "LESIONLIB_DATA_SOURCE": "", "LESIONLIB_BACKBONE": ""})
         for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb")):
-            notebook = nbformat.read(path, as_version=4)
+            notebook = with_launch_code(nbformat.read(path, as_version=4), launch_code(repository()))
             resources = {"metadata": {"path": str(path.parent)}}  # run where the notebook lives
             NotebookClient(notebook, timeout=1800, resources=resources).execute()
             nbformat.write(clean(notebook), path)
