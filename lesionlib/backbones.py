@@ -117,9 +117,14 @@ def _folder_fingerprint(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def hub_cache_folder(handle: str, cache_dir: Path) -> Path:
+    """Where tensorflow_hub keeps ``handle`` once downloaded: ``<cache>/<sha1(handle)>``."""
+    return cache_dir / hashlib.sha1(handle.encode("utf8")).hexdigest()
+
+
 def _hub_cached(handle: str, cache_dir: Path) -> bool:
-    """Whether tensorflow_hub has ``handle`` in its cache (a non-empty ``<sha1(handle)>`` folder)."""
-    folder = cache_dir / hashlib.sha1(handle.encode("utf8")).hexdigest()
+    """Whether tensorflow_hub has ``handle`` in its cache (a non-empty folder)."""
+    folder = hub_cache_folder(handle, cache_dir)
     return folder.is_dir() and any(folder.iterdir())
 
 

@@ -1,19 +1,21 @@
 """lesionlib: the course's steps, for a terminal or a script.
 
 Every command reads the LESIONLIB_* environment variables, as the notebooks do
-(see the README): LESIONLIB_PROFILE, LESIONLIB_DATA_SOURCE, LESIONLIB_BACKBONE, LESIONLIB_HOME.
+(see the README): LESIONLIB_PROFILE, LESIONLIB_DATA_SOURCE, LESIONLIB_BACKBONE,
+LESIONLIB_EXTERNAL_SOURCE, LESIONLIB_HOME; or an unpacked workshop pack (pack, unpack).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from . import DISCLAIMER, LesionlibError, __version__
 from .dataset import prepare
-from .settings import load_settings
+from .settings import PROFILES, load_settings
 
 
 def _settings(_: argparse.Namespace) -> int:
@@ -58,6 +60,35 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _pack(args: argparse.Namespace) -> int:
+    from . import packs
+
+    env = {**os.environ, **({"LESIONLIB_PROFILE": args.profile} if args.profile else {})}
+    settings = load_settings(env)
+    info = packs.make(settings, args.archive, progress=not args.quiet)
+    size = args.archive.stat().st_size / 1e6
+    print(f"{args.archive}: {size:.1f} MB, profile {info['profile']}, {info['data']} "
+          f"{info['counts']}, {info['external'] or 'no external source'}, {info['backbone']}")
+    print("On each laptop, in the course's folder: lesionlib unpack " + args.archive.name)
+    return 0
+
+
+def _unpack(args: argparse.Namespace) -> int:
+    from . import packs
+
+    home = load_settings().home
+    info, changed = packs.unpack(args.archive, home)
+    print(("Unpacked" if changed else "Already unpacked, nothing to do:") + f" {args.archive} into "
+          f"{home / 'pack'} (profile {info['profile']}, made {info['made']}).")
+    settings = load_settings()
+    for key, value in settings.as_table().items():
+        print(f"{key:>17}: {value}")
+    if settings.pack is None:
+        print(f"The pack is not in use: it was made for the {info['profile']} profile, or "
+              "LESIONLIB_* variables set its data source and backbone.", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lesionlib", description=__doc__, epilog=DISCLAIMER,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -83,6 +114,24 @@ def main(argv: list[str] | None = None) -> int:
                          help='one JSON object per image: {"image", "label", "probabilities"} '
                               'or {"image", "error"}')
     predict.set_defaults(run=_predict)
+    pack = commands.add_parser(
+        "pack", help="put the data and the network into one zip for laptops without internet",
+        description="Collect the images as notebook 01 does (download or import, check, choose), "
+                    "then write them, notebook 06's external collection if one is set, and the "
+                    "backbone network into one zip with a checksum of every file.")
+    pack.add_argument("archive", type=Path, metavar="OUT.zip")
+    pack.add_argument("--profile", choices=PROFILES, help="the profile to pack for (default: "
+                      "LESIONLIB_PROFILE, else workshop)")
+    pack.add_argument("--quiet", action="store_true", help="no progress bars")
+    pack.set_defaults(run=_pack)
+    unpack = commands.add_parser(
+        "unpack", help="check a pack and put it where the notebooks look (LESIONLIB_HOME/pack/)",
+        description="Check every file of a pack made by `lesionlib pack` against its checksum and "
+                    "unpack it into LESIONLIB_HOME/pack/, where the settings find it: the course "
+                    "then runs with no network. A damaged pack is refused and changes nothing; "
+                    "unpacking the same pack again does nothing.")
+    unpack.add_argument("archive", type=Path, metavar="PACK.zip")
+    unpack.set_defaults(run=_unpack)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

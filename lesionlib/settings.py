@@ -12,6 +12,10 @@ variable                   meaning
 ``LESIONLIB_ISIC_API``     base URL of the ISIC Archive API v2 (tests point it at loopback)
 =========================  ================================================================
 
+A workshop pack unpacked into ``LESIONLIB_HOME/pack/`` (:mod:`lesionlib.packs`) supplies
+the data source, backbone and external source that are not set, for the profile it was made
+with: a student's laptop then runs the course with no variable set and no network.
+
 Relative paths in these variables are taken relative to ``LESIONLIB_HOME``, so a notebook
 (whose working directory is ``notebooks/``) and ``make`` (run at the root) read them alike.
 ``LESIONLIB_HOME`` itself should be absolute (``make`` makes it so); a relative one is taken
@@ -20,6 +24,7 @@ from the current directory.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -36,6 +41,7 @@ SYNTHETIC = "synthetic"
 SYNTHETIC_OTHER_CLINIC = "synthetic-other-clinic"
 NO_SOURCE = "none"
 DEFAULT_ISIC_API = "https://api.isic-archive.com/api/v2/"
+PACK_FILE = "pack.json"  # in LESIONLIB_HOME/pack/, written by `lesionlib unpack`
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,7 @@ class Settings:
     preprocessing: Preprocessing = ORIGINAL  # how images become the network's input
     external_source: str | Path | None = None  # another collection, to test generalisation on
     data_root: Path | None = None  # where this source's images and manifest go; default home/data
+    pack: Path | None = None  # the unpacked workshop pack whose contents are in use, if any
     seed: int = 42
     # Larger images are refused as decompression bombs: Pillow's own limit (89.5 megapixels),
     # far above any dermoscope's output.
@@ -185,6 +192,7 @@ class Settings:
             "images per class": limit,
             "backbone": self.backbone,
             "external source": str(self.external_source or NO_SOURCE),
+            "workshop pack": str(self.pack or NO_SOURCE),
             "home": str(self.home),
         }
 
@@ -223,6 +231,27 @@ def _source(variable: str, value: str, home: Path, names: dict[str, str]) -> str
     return folder
 
 
+def _pack_defaults(home: Path, profile: str) -> tuple[Path | None, dict[str, str]]:
+    """The unpacked pack in ``home/pack/`` and the settings it supplies, if it was made for
+    ``profile`` (a pack of another profile holds other data and is left alone)."""
+    folder = home / "pack"
+    try:
+        info = json.loads((folder / PACK_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, {}
+    except (OSError, ValueError) as error:
+        raise SettingsError(f"{folder / PACK_FILE} cannot be read ({error}): unpack the workshop "
+                            "pack again (`lesionlib unpack PACK.zip`), or delete that folder.") from None
+    if info.get("profile") != profile:
+        return None, {}
+    defaults = {"LESIONLIB_DATA_SOURCE": str(folder / info["data"]),
+                "LESIONLIB_BACKBONE": str(folder / info["backbone"])
+                if "/" in info["backbone"] else info["backbone"]}
+    if info.get("external"):
+        defaults["LESIONLIB_EXTERNAL_SOURCE"] = str(folder / info["external"])
+    return folder, defaults
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Resolve the settings from ``env`` (default: ``os.environ``); pure apart from path checks."""
     env = os.environ if env is None else env
@@ -234,6 +263,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     profile = PROFILE_TABLE[profile_name]
     home_value = env.get("LESIONLIB_HOME", "").strip()
     home = Path(home_value).expanduser().resolve() if home_value else default_home()
+    pack, pack_defaults = _pack_defaults(home, profile_name)
+    pack_used = any(not env.get(name, "").strip() for name in pack_defaults)
+    env = {**pack_defaults, **{name: value for name, value in env.items() if value.strip()}}
 
     data_source = _source("LESIONLIB_DATA_SOURCE",
                           env.get("LESIONLIB_DATA_SOURCE", "").strip() or profile.data_source, home,
@@ -263,4 +295,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         isic_file=profile.isic_file,
         preprocessing=profile.preprocessing,
         external_source=external_source,
+        pack=pack if pack_used else None,
     )
