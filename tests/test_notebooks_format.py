@@ -81,3 +81,17 @@ def test_only_checked_cells_keep_outputs(path):
         checked = "nbval-check-output" in cell.metadata.get("tags", [])
         assert bool(cell.outputs) == checked, cell.source  # run tools/refresh_notebooks.py
         assert (cell.execution_count is not None) == checked, cell.source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_each_notebook_ends_with_exercises_and_folded_solutions(path):
+    cells = nbformat.read(path, as_version=4).cells
+    start = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("## Exercises"))
+    rest = cells[start + 1:]
+    assert 2 <= len(rest) // 2 <= 3 and len(rest) % 2 == 0  # exercise, solution, exercise, solution...
+    for number, (exercise, solution) in enumerate(zip(rest[::2], rest[1::2]), 1):
+        assert exercise.cell_type == "markdown" and exercise.source.startswith(f"### Exercise {number} · ")
+        assert solution.cell_type == "code" and solution.source.startswith(f"#@title Solution {number}\n")
+        assert "solution" in solution.metadata["tags"]
+        # Folded in JupyterLab (source_hidden) and on Colab (a form shows its title only).
+        assert solution.metadata["jupyter"]["source_hidden"] and solution.metadata["cellView"] == "form"
