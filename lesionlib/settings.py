@@ -237,18 +237,19 @@ def _pack_defaults(home: Path, profile: str) -> tuple[Path | None, dict[str, str
     folder = home / "pack"
     try:
         info = json.loads((folder / PACK_FILE).read_text(encoding="utf-8"))
+        if info["profile"] != profile:
+            return None, {}
+        backbone = info["backbone"]  # "backbone/<folder>", or the name of a built-in network
+        defaults = {"LESIONLIB_DATA_SOURCE": str(folder / info["data"]),
+                    "LESIONLIB_BACKBONE": str(folder / backbone) if "/" in backbone else backbone}
+        if info["external"]:
+            defaults["LESIONLIB_EXTERNAL_SOURCE"] = str(folder / info["external"])
     except FileNotFoundError:
         return None, {}
-    except (OSError, ValueError) as error:
-        raise SettingsError(f"{folder / PACK_FILE} cannot be read ({error}): unpack the workshop "
-                            "pack again (`lesionlib unpack PACK.zip`), or delete that folder.") from None
-    if info.get("profile") != profile:
-        return None, {}
-    defaults = {"LESIONLIB_DATA_SOURCE": str(folder / info["data"]),
-                "LESIONLIB_BACKBONE": str(folder / info["backbone"])
-                if "/" in info["backbone"] else info["backbone"]}
-    if info.get("external"):
-        defaults["LESIONLIB_EXTERNAL_SOURCE"] = str(folder / info["external"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SettingsError(f"{folder / PACK_FILE} cannot be read ({type(error).__name__}: {error}): "
+                            "unpack the workshop pack again (`lesionlib unpack PACK.zip`), or delete "
+                            "that folder.") from None
     return folder, defaults
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from lesionlib import backbones, cli, dataset, packs
-from lesionlib.settings import load_settings
+from lesionlib.settings import SettingsError, load_settings
 
 from .conftest import SHARED
 
@@ -194,3 +194,11 @@ def test_a_pack_of_a_tf_hub_handle_carries_the_cached_download(tmp_path):
     student = _settings(tmp_path / "student", profile="smoke")
     assert backbones.resolve(student.backbone).input_size == 224
     assert backbones.load(student).identity.startswith("folder:")
+
+
+def test_an_edited_pack_json_is_a_clear_error(smoke_pack, tmp_path):
+    pack, _ = smoke_pack
+    packs.unpack(pack, tmp_path / "student")
+    (tmp_path / "student" / "pack" / "pack.json").write_text('{"profile": "smoke"}')
+    with pytest.raises(SettingsError, match=r"pack\.json cannot be read \(KeyError: 'backbone'\): unpack"):
+        _settings(tmp_path / "student", profile="smoke")
