@@ -36,17 +36,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     parser.add_argument("--no-external", action="store_true", help="no second collection for notebook 06")
     parser.add_argument("--home", type=Path, help="where to run (default: a new temporary folder)")
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="lesion-course-timing-"))
+    data = args.shared / "data"
     instructor = {"LESIONLIB_PROFILE": "workshop", "LESIONLIB_HOME": str(home / "instructor"),
-                  "LESIONLIB_DATA_SOURCE": str(args.shared / "data" / "ham10000"),
-                  "LESIONLIB_EXTERNAL_SOURCE": "none" if args.no_external
-                  else str(args.shared / "data" / "isic-cc0-sample"),
-                  "LESIONLIB_BACKBONE": str(args.shared / "weights" / "tfhub" / "mobilenet_v2_100_224_feature_vector")}
+                  "LESIONLIB_DATA_SOURCE": str(data / "ham10000"),
+                  "LESIONLIB_EXTERNAL_SOURCE": "none" if args.no_external else str(data / "isic-cc0-sample"),
+                  "LESIONLIB_BACKBONE": str(args.shared / "weights/tfhub/mobilenet_v2_100_224_feature_vector")}
     started = time.perf_counter()
     packs.make(load_settings(instructor), home / "workshop.zip", progress=False)
     packs.unpack(home / "workshop.zip", home / "student")

@@ -86,7 +86,8 @@ def test_only_checked_cells_keep_outputs(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_each_notebook_ends_with_exercises_and_folded_solutions(path):
     cells = nbformat.read(path, as_version=4).cells
-    start = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("## Exercises"))
+    start = next(i for i, c in enumerate(cells)
+                 if c.cell_type == "markdown" and c.source.startswith("## Exercises"))
     rest = cells[start + 1:]
     assert 2 <= len(rest) // 2 <= 3 and len(rest) % 2 == 0  # exercise, solution, exercise, solution...
     for number, (exercise, solution) in enumerate(zip(rest[::2], rest[1::2]), 1):
