@@ -33,6 +33,7 @@ from lesionlib.settings import load_settings
 from lesionlib.tfutil import import_tensorflow
 
 ROOT = Path(__file__).resolve().parent.parent
+MOBILENET = "mobilenet_v2_100_224_feature_vector"
 
 
 def main() -> int:
@@ -47,7 +48,7 @@ def main() -> int:
     instructor = {"LESIONLIB_PROFILE": "workshop", "LESIONLIB_HOME": str(home / "instructor"),
                   "LESIONLIB_DATA_SOURCE": str(data / "ham10000"),
                   "LESIONLIB_EXTERNAL_SOURCE": "none" if args.no_external else str(data / "isic-cc0-sample"),
-                  "LESIONLIB_BACKBONE": str(args.shared / "weights/tfhub/mobilenet_v2_100_224_feature_vector")}
+                  "LESIONLIB_BACKBONE": str(args.shared / "weights" / "tfhub" / MOBILENET)}
     started = time.perf_counter()
     packs.make(load_settings(instructor), home / "workshop.zip", progress=False)
     packs.unpack(home / "workshop.zip", home / "student")
