@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lesionlib import backbones, cli, dataset, packs
+from lesionlib import backbones, cli, dataset, features, packs, splits, training
 from lesionlib.settings import SettingsError, load_settings
 
 from .conftest import SHARED
@@ -157,8 +157,8 @@ def test_a_pack_of_an_isic_archive_download(archive, tmp_path):
     _same_images(dataset.prepare(student, progress=False).manifest, dataset.load_manifest(instructor))
 
 
-def test_a_workshop_pack_of_ham10000_and_mobilenet_runs_offline(ham10000, tmp_path):
-    """The issue's case: real HAM10000 and the shared MobileNet V2 folder, a fresh home."""
+def test_a_workshop_pack_of_ham10000_and_mobilenet_runs_offline_and_learns(ham10000, tmp_path):
+    """Real HAM10000 and the shared MobileNet V2 folder, packed, unpacked in a fresh home."""
     instructor = _settings(tmp_path / "instructor", data_source=str(ham10000), backbone=str(MOBILENET))
     pack = tmp_path / "workshop.zip"
     info = packs.make(instructor, pack, progress=False)
@@ -171,8 +171,17 @@ def test_a_workshop_pack_of_ham10000_and_mobilenet_runs_offline(ham10000, tmp_pa
     built = dataset.prepare(student, progress=False)
     assert built.layout == "isic-download" and built.rejected.empty
     _same_images(built.manifest, dataset.load_manifest(instructor))
-    # The same network (so bottleneck caches agree), loaded from the pack with no network.
-    assert backbones.load(student).identity == backbones.load(instructor).identity
+    # The same network (so bottleneck caches agree), loaded from the pack with no network...
+    backbone = backbones.load(student)
+    assert backbone.identity == backbones.load(instructor).identity
+    # ... and the course learns from the pack: above chance (1/3) on unseen lesions.
+    bottlenecks = features.extract(built.manifest, backbone, student.bottleneck_dir,
+                                   preprocessing=student.preprocessing, progress=False)
+    part = splits.grouped_split(built.manifest, seed=student.seed)
+    arrays = {name: training.arrays(bottlenecks, built.manifest, part, name)
+              for name in ("train", "validation", "test")}
+    head = training.train_head(arrays["train"], arrays["validation"], training.HeadConfig())
+    assert training.scores(head, *arrays["test"])["balanced accuracy"] > 0.5
     with zipfile.ZipFile(pack) as archive:
         sums = archive.read("SHA256SUMS").decode().splitlines()
     assert len(sums) == len(built.manifest) + 2 + sum(1 for p in MOBILENET.rglob("*") if p.is_file()) + 1
