@@ -58,8 +58,17 @@ def _one_fold(labels: np.ndarray, group_ids: np.ndarray, fraction: float, seed: 
     if len(np.unique(group_ids)) < folds:
         raise ValueError(f"Splitting off {fraction:.0%} needs at least {folds} lesions (or images "
                          f"without ids); this data has {len(np.unique(group_ids))}.")
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    _, chosen = next(splitter.split(np.zeros(len(labels)), labels, group_ids))
+    # Shuffle the groups here rather than with shuffle=True: before scikit-learn 1.8 that
+    # option shuffled the groups' class counts but not the groups themselves, so the folds
+    # were not stratified (scikit-learn PR 32540), and Colab ships 1.6. Numbering the groups
+    # in a seeded random order gives the folds scikit-learn >= 1.8 gives with shuffle=True.
+    _, inverse = np.unique(group_ids, return_inverse=True)
+    order = np.arange(inverse.max() + 1)
+    np.random.RandomState(seed).shuffle(order)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=False)
+    _, chosen = next(splitter.split(np.zeros(len(labels)), labels, rank[inverse.ravel()]))
     mask = np.zeros(len(labels), dtype=bool)
     mask[chosen] = True
     return mask
