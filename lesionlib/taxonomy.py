@@ -47,9 +47,8 @@ LEGACY_TERMS: dict[str, str] = {
 
 def hierarchy_path(term: str) -> str:
     """The full ISIC hierarchy path of a term, e.g. ``"Nevus"`` -> ``"Benign:...:Nevus"``."""
-    value = DiagnosisEnum.accept_terminal_values(term)
-    try:
-        return DiagnosisEnum(value).value
+    try:  # isic-metadata 6 (newest on Python 3.12, so on Colab) raises in accept_terminal_values
+        return DiagnosisEnum(DiagnosisEnum.accept_terminal_values(term)).value
     except ValueError:
         raise ValueError(f"{term!r} is not a term of ISIC's diagnosis hierarchy") from None
 

@@ -210,7 +210,11 @@ def load_head(folder: Path) -> tuple[TrainedHead, dict]:
     if not (folder / "head.keras").is_file():
         raise ManifestError(f"No trained head in {folder}. Run notebook 03 first.")
     record = json.loads((folder / "training.json").read_text(encoding="utf-8"))
-    history = pd.read_csv(folder / "history.csv", index_col="epoch")
+    # Read as text and convert with Python's float(): pandas < 3 parses floats in CSV with
+    # a fast parser that can be one unit in the last place off, so the history did not
+    # come back equal; float_precision="round_trip" is deprecated in pandas 3.
+    history = pd.read_csv(folder / "history.csv", dtype=str)
+    history = history.astype(float).astype({"epoch": int}).set_index("epoch")
     trained = TrainedHead(keras.models.load_model(folder / "head.keras"), history,
                           HeadConfig(**record["head"]), record["best_epoch"])
     return trained, record
