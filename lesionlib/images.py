@@ -149,10 +149,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
         # 16-bit (Pillow also opens 16-bit PNGs as 32-bit "I"): scale 0..65535 onto 0..255.
         values = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8), "L")
+        image = Image.fromarray(np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8))
     elif image.mode == "F":
         values = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), "L")
+        image = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):

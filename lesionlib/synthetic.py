@@ -44,7 +44,7 @@ def draw_lesion(label: str, rng: np.random.Generator, size: int = SIZE) -> Image
     colour, (r_min, r_max), irregular = _LOOK[label]
     skin = np.array([225, 185, 160]) + rng.normal(0, 8, 3)
     pixels = np.clip(skin + rng.normal(0, 6, (size, size, 3)), 0, 255).astype(np.uint8)
-    image = Image.fromarray(pixels, "RGB")
+    image = Image.fromarray(pixels)
     centre = size / 2 + rng.normal(0, size * 0.05, 2)
     radius = size * rng.uniform(r_min, r_max)
     angles = np.linspace(0, 2 * np.pi, 48, endpoint=False)

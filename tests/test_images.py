@@ -23,7 +23,7 @@ def _write(path: Path, image: Image.Image, fmt: str, **options) -> Path:
 
 
 def _reference() -> Image.Image:
-    return Image.fromarray(_PIXELS, "RGB")
+    return Image.fromarray(_PIXELS)
 
 
 def test_plain_rgb_jpeg_needs_no_conversion(tmp_path):
@@ -56,7 +56,7 @@ def test_other_modes_become_rgb(tmp_path, mode):
 
 def test_transparent_pixels_become_white(tmp_path):
     rgba = np.zeros((10, 10, 4), dtype=np.uint8)  # fully transparent black
-    path = _write(tmp_path / "clear.png", Image.fromarray(rgba, "RGBA"), "PNG")
+    path = _write(tmp_path / "clear.png", Image.fromarray(rgba), "PNG")
     assert np.asarray(images.load_rgb(path)).min() == 255
 
 
