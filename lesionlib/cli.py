@@ -67,8 +67,9 @@ def _pack(args: argparse.Namespace) -> int:
     settings = load_settings(env)
     info = packs.make(settings, args.archive, progress=not args.quiet)
     size = args.archive.stat().st_size / 1e6
-    print(f"{args.archive}: {size:.1f} MB, profile {info['profile']}, {info['data']} "
-          f"{info['counts']}, {info['external'] or 'no external source'}, {info['backbone']}")
+    external = f"{info['external']} {info['external_counts']}" if info["external"] else "no external source"
+    print(f"{args.archive}: {size:.1f} MB, profile {info['profile']}, {info['data']} {info['counts']}, "
+          f"{external}, {info['backbone']}")
     print("On each laptop, in the course's folder: lesionlib unpack " + args.archive.name)
     return 0
 
