@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import DISCLAIMER, LesionlibError, __version__
 from .dataset import prepare
-from .settings import PROFILES, load_settings
+from .settings import PROFILES, home_of, load_settings
 
 
 def _settings(_: argparse.Namespace) -> int:
@@ -77,16 +77,19 @@ def _pack(args: argparse.Namespace) -> int:
 def _unpack(args: argparse.Namespace) -> int:
     from . import packs
 
-    home = load_settings().home
+    home = home_of(os.environ)  # not load_settings(): the pack in place may be the broken one
     info, changed = packs.unpack(args.archive, home)
     print(("Unpacked" if changed else "Already unpacked, nothing to do:") + f" {args.archive} into "
           f"{home / 'pack'} (profile {info['profile']}, made {info['made']}).")
     settings = load_settings()
     for key, value in settings.as_table().items():
         print(f"{key:>17}: {value}")
-    if settings.pack is None:
-        print(f"The pack is not in use: it was made for the {info['profile']} profile, or "
-              "LESIONLIB_* variables set its data source and backbone.", file=sys.stderr)
+    if settings.profile != info["profile"]:
+        print(f"The pack is not in use: it was made for the {info['profile']} profile and "
+              f"LESIONLIB_PROFILE is {settings.profile}.", file=sys.stderr)
+    elif settings.pack is None:
+        print("The pack is not in use: LESIONLIB_DATA_SOURCE, LESIONLIB_BACKBONE and "
+              "LESIONLIB_EXTERNAL_SOURCE are all set. Unset them to use it.", file=sys.stderr)
     return 0
 
 

@@ -84,13 +84,18 @@ def _backbone_folder(settings: Settings) -> tuple[str, Path | None]:
     if Path(spec.handle).is_dir():
         return Path(spec.handle).name, Path(spec.handle)
     backbones.load(settings)  # downloads it into the cache, or says why it cannot
-    return spec.name, backbones.hub_cache_folder(spec.handle, settings.tfhub_cache_dir)
+    # A registry name stays as it is (the unpacked folder is recognised by it); a handle
+    # outside the registry becomes a folder name.
+    return fsutil.safe_name(spec.name), backbones.hub_cache_folder(spec.handle, settings.tfhub_cache_dir)
 
 
 def make(settings: Settings, target: Path, progress: bool = True) -> dict:
     """Collect the data as notebook 01 does (into ``settings.data_dir``), then write the pack
     ``target`` atomically; return its ``pack.json``."""
     target = Path(target).resolve()
+    if not target.parent.is_dir():  # before the collection, which can be a long download
+        raise PackError(f"No folder {target.parent} to write {target.name} into: create it, or "
+                        "give another path.")
     main = dataset.prepare(settings, progress)
     external = dataset.prepare(settings.external(), progress) if settings.external_source else None
     name, backbone_folder = _backbone_folder(settings)
@@ -161,17 +166,27 @@ def _extract(archive: zipfile.ZipFile, path: Path, sums: dict[str, str], folder:
                             "again from the instructor's original.")
 
 
+def _installed_intact(target: Path, sums: dict[str, str]) -> bool:
+    """Whether ``target`` holds every file of ``sums``, each with its checksum."""
+    return all((target / name).is_file() and _sha256(target / name) == digest
+               for name, digest in sums.items())
+
+
 def unpack(path: Path, home: Path) -> tuple[dict, bool]:
     """Check every file of the pack at ``path`` and put it in ``home/pack/`` (atomically: a
     damaged pack leaves what was there). Return its ``pack.json`` and whether anything
-    changed: the same pack, unpacked again, is checked and nothing is written."""
+    changed: the same pack, unpacked again over an intact copy, is checked and nothing is
+    written; over a copy with a file missing or changed, it is unpacked anew."""
     path = Path(path)
     target = Path(home) / "pack"
+    if not path.is_file():
+        raise PackError(f"No pack at {path}: give the path of the .zip file made by `lesionlib pack`.")
     try:
         with zipfile.ZipFile(path) as archive:
             sums = _checksums(archive, path)
             installed = target / SUMS_FILE
-            if installed.is_file() and installed.read_bytes() == archive.read(SUMS_FILE):
+            if installed.is_file() and installed.read_bytes() == archive.read(SUMS_FILE) \
+                    and _installed_intact(target, sums):
                 _extract(archive, path, sums, None)
                 return json.loads((target / PACK_FILE).read_text()), False
             with fsutil.atomic_folder(target) as staging:
@@ -182,10 +197,10 @@ def unpack(path: Path, home: Path) -> tuple[dict, bool]:
                                     f"lesionlib {info.get('lesionlib')}; this lesionlib "
                                     f"({__version__}) reads format {FORMAT}. Update the course.")
                 (staging / SUMS_FILE).write_bytes(archive.read(SUMS_FILE))  # last: marks it complete
-    except FileNotFoundError:
-        raise PackError(f"No pack at {path}: give the path of the .zip file made by "
-                        "`lesionlib pack`.") from None
     except (zipfile.BadZipFile, EOFError) as error:
         raise PackError(f"{path} is not a complete zip file ({error}): it was cut short or "
                         "damaged in the copy. Copy it again from the instructor's original.") from None
+    except OSError as error:
+        raise PackError(f"Could not unpack {path} into {target} ({error}). Free some disk space or "
+                        "check that the folder can be written, then unpack again.") from None
     return info, True

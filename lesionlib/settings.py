@@ -203,6 +203,12 @@ def default_home() -> Path:
     return root if (root / "pyproject.toml").is_file() else Path.cwd()
 
 
+def home_of(env: Mapping[str, str]) -> Path:
+    """``LESIONLIB_HOME`` resolved, or :func:`default_home`."""
+    value = env.get("LESIONLIB_HOME", "").strip()
+    return Path(value).expanduser().resolve() if value else default_home()
+
+
 def _resolve(value: str, home: Path) -> Path:
     path = Path(value).expanduser()
     return (path if path.is_absolute() else home / path).resolve()
@@ -240,10 +246,16 @@ def _pack_defaults(home: Path, profile: str) -> tuple[Path | None, dict[str, str
         if info["profile"] != profile:
             return None, {}
         backbone = info["backbone"]  # "backbone/<folder>", or the name of a built-in network
+        folders = [info["data"]] + ([backbone] if "/" in backbone else []) + [info["external"] or ""]
+        missing = [name for name in folders if name and not (folder / name).is_dir()]
+        if missing:
+            raise SettingsError(f"The workshop pack in {folder} has lost {missing[0]}/: unpack the "
+                                "pack again (`lesionlib unpack PACK.zip`), or delete that folder.")
+        # A pack made without a second collection has none, whatever the profile's default.
+        external = str(folder / info["external"]) if info["external"] else NO_SOURCE
         defaults = {"LESIONLIB_DATA_SOURCE": str(folder / info["data"]),
-                    "LESIONLIB_BACKBONE": str(folder / backbone) if "/" in backbone else backbone}
-        if info["external"]:
-            defaults["LESIONLIB_EXTERNAL_SOURCE"] = str(folder / info["external"])
+                    "LESIONLIB_BACKBONE": str(folder / backbone) if "/" in backbone else backbone,
+                    "LESIONLIB_EXTERNAL_SOURCE": external}
     except FileNotFoundError:
         return None, {}
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -262,8 +274,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"LESIONLIB_PROFILE={profile_name!r} is not a profile; use one of {', '.join(PROFILES)}."
         )
     profile = PROFILE_TABLE[profile_name]
-    home_value = env.get("LESIONLIB_HOME", "").strip()
-    home = Path(home_value).expanduser().resolve() if home_value else default_home()
+    home = home_of(env)
     pack, pack_defaults = _pack_defaults(home, profile_name)
     pack_used = any(not env.get(name, "").strip() for name in pack_defaults)
     env = {**pack_defaults, **{name: value for name, value in env.items() if value.strip()}}

@@ -105,11 +105,13 @@ def test_a_damaged_pack_is_refused_and_the_unpacked_one_is_kept(smoke_pack, tmp_
                 return None
             return data
         _rewrite(pack, bad, change)
-    with pytest.raises(packs.PackError) as error:
-        packs.unpack(bad, home)
-    assert message.format(jpeg=jpeg) in str(error.value) and str(bad) in str(error.value)
+    for where in (home, tmp_path / "fresh"):  # over the same pack intact, and into a new home
+        with pytest.raises(packs.PackError) as error:
+            packs.unpack(bad, where)
+        assert message.format(jpeg=jpeg) in str(error.value) and str(bad) in str(error.value)
+        assert not list(where.glob(".pack*"))  # nothing half-unpacked
     assert sorted(p.relative_to(home) for p in (home / "pack").rglob("*")) == kept
-    assert not [p for p in home.iterdir() if p.name.startswith(".pack")]  # no half-unpacked folder left
+    assert not (tmp_path / "fresh" / "pack").exists()
 
 
 def test_a_pack_is_used_only_for_its_profile_and_only_where_nothing_is_set(smoke_pack, tmp_path):
@@ -211,3 +213,35 @@ def test_an_edited_pack_json_is_a_clear_error(smoke_pack, tmp_path):
     (tmp_path / "student" / "pack" / "pack.json").write_text('{"profile": "smoke"}')
     with pytest.raises(SettingsError, match=r"pack\.json cannot be read \(KeyError: 'backbone'\): unpack"):
         _settings(tmp_path / "student", profile="smoke")
+
+
+@pytest.mark.parametrize("damage", ["edit pack.json", "delete pack.json", "delete the images"])
+def test_unpacking_again_repairs_an_unpacked_pack(smoke_pack, tmp_path, monkeypatch, capsys, damage):
+    pack, _ = smoke_pack
+    home = tmp_path / "student"
+    packs.unpack(pack, home)
+    if damage == "edit pack.json":
+        (home / "pack" / "pack.json").write_text("{")
+    elif damage == "delete pack.json":
+        (home / "pack" / "pack.json").unlink()
+    else:
+        shutil.rmtree(home / "pack" / "data")
+        with pytest.raises(SettingsError, match=r"has lost data/synthetic/: unpack the pack again"):
+            _settings(home, profile="smoke")
+    monkeypatch.setenv("LESIONLIB_HOME", str(home))
+    monkeypatch.setenv("LESIONLIB_PROFILE", "smoke")
+    for name in ("DATA_SOURCE", "BACKBONE", "EXTERNAL_SOURCE"):
+        monkeypatch.delenv(f"LESIONLIB_{name}", raising=False)
+    assert cli.main(["unpack", str(pack)]) == 0
+    assert capsys.readouterr().out.startswith("Unpacked")
+    assert _settings(home, profile="smoke").data_source == home / "pack" / "data" / "synthetic"
+
+
+def test_a_pack_without_a_second_collection_gives_none(tmp_path):
+    instructor = _settings(tmp_path / "instructor", profile="smoke", external_source="none")
+    with pytest.raises(packs.PackError, match="No folder .*missing to write x.zip into: create it"):
+        packs.make(instructor, tmp_path / "missing" / "x.zip", progress=False)
+    assert not (tmp_path / "instructor" / "data").exists()  # refused before collecting anything
+    packs.make(instructor, tmp_path / "x.zip", progress=False)
+    packs.unpack(tmp_path / "x.zip", tmp_path / "student")
+    assert _settings(tmp_path / "student", profile="smoke").external_source is None  # not the profile's
