@@ -29,24 +29,35 @@ def versions() -> dict[str, str]:
     return found
 
 
-def launch_code(repository: str) -> str:
-    """The opening lines of every notebook's first cell: on Colab, install lesionlib from
-    ``repository`` (a git URL, pyproject.toml's ``Repository``) and keep Colab's own
-    :data:`COLAB_KEEPS`; elsewhere lesionlib is installed already and nothing happens.
+COLAB_HOME = "/content/drive/MyDrive/lesion-course"
 
-    It cannot call lesionlib (not installed yet on Colab), so tools/refresh_notebooks.py writes
-    it into each notebook and tests/test_notebooks_format.py checks that it is there, unchanged.
+
+def launch_code(repository: str) -> str:
+    """The opening lines of every notebook's first cell. On Colab they install lesionlib from
+    ``repository`` (a git URL, pyproject.toml's ``Repository``), keeping Colab's own
+    :data:`COLAB_KEEPS`, and put ``LESIONLIB_HOME`` on the learner's Google Drive: each Colab
+    notebook runs on a machine of its own, so notebook 02 finds notebook 01's images only
+    there. Elsewhere lesionlib is installed already and nothing happens.
+
+    They cannot call lesionlib (not installed yet on Colab), so tools/refresh_notebooks.py writes
+    them into each notebook and tests/test_notebooks_format.py checks that they are there.
     """
     return (
-        "# On Colab, install lesionlib from the course's repository, keeping Colab's own\n"
-        f"# {', '.join(COLAB_KEEPS)}. Locally and on Binder it is installed: nothing happens.\n"
+        "# On Colab: install lesionlib from the course's repository (keeping Colab's own\n"
+        f"# {', '.join(COLAB_KEEPS)}) and keep data/ and build/ on your Google Drive,\n"
+        "# where the next notebook finds them. Locally and on Binder nothing happens here.\n"
         "import sys\n"
         "\n"
         'if "google.colab" in sys.modules:\n'
+        "    import os\n"
         "    from importlib.metadata import version\n"
+        "\n"
+        "    from google.colab import drive\n"
         "\n"
         f'    keep = " ".join(f"{{name}}=={{version(name)}}" for name in {COLAB_KEEPS!r})\n'
         f'    %pip install --quiet "lesionlib @ git+{repository}" {{keep}}\n'
+        '    drive.mount("/content/drive")\n'
+        f'    os.environ.setdefault("LESIONLIB_HOME", "{COLAB_HOME}")\n'
     )
 
 

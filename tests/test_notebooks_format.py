@@ -12,7 +12,7 @@ import nbformat
 import pytest
 
 import lesionlib
-from lesionlib.notebook import launch_code
+from lesionlib.notebook import COLAB_HOME, launch_code
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
@@ -46,28 +46,34 @@ def test_readme_badges_follow_the_repository_setting():
 
 
 def test_the_launch_lines_on_colab_install_lesionlib_and_replace_nothing(tmp_path):
-    """Run the launch lines in IPython as Colab would (google.colab imported), with this
-    clone as the repository and pip in --dry-run mode: lesionlib is all pip would install,
-    since every pinned package here, like Colab's own, already satisfies lesionlib's ranges."""
+    """Run the launch lines in IPython as Colab would (google.colab imported, its Drive faked),
+    with this clone as the repository and pip in --dry-run mode: lesionlib is all pip would
+    install, since every pinned package here, like Colab's own, satisfies lesionlib's ranges."""
     launch = launch_code(f"file://{ROOT}").replace("%pip install --quiet", "%pip install --dry-run")
     script = tmp_path / "colab.py"
     script.write_text(
-        "import sys, types\n"
+        "import os, sys, types\n"
         "sys.modules['google'] = types.ModuleType('google')\n"
-        "sys.modules['google.colab'] = types.ModuleType('google.colab')\n"
+        "colab = sys.modules['google.colab'] = types.ModuleType('google.colab')\n"
+        "colab.drive = sys.modules['google.colab.drive'] = types.ModuleType('google.colab.drive')\n"
+        "colab.drive.mount = lambda path: print('mounted', path)\n"
         "from IPython.core.interactiveshell import InteractiveShell\n"
         f"result = InteractiveShell.instance().run_cell({launch!r})\n"
+        "print('home', os.environ['LESIONLIB_HOME'])\n"
         "sys.exit(0 if result.success else 1)\n")
+    env = {name: value for name, value in os.environ.items() if name != "LESIONLIB_HOME"}
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+                         env={**env, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     assert run.returncode == 0, run.stdout + run.stderr
     would = [line for line in run.stdout.splitlines() if line.startswith("Would install")]
     assert would == [f"Would install lesionlib-{lesionlib.__version__}"], run.stdout
+    # Each Colab notebook has a machine of its own: the course's files live on the Drive.
+    assert "mounted /content/drive" in run.stdout and f"home {COLAB_HOME}" in run.stdout
 
 
 def test_the_launch_lines_do_nothing_off_colab():
     namespace: dict = {}
-    code = launch_code(REPOSITORY).replace("%pip install", "raise SystemExit #")
+    code = launch_code(REPOSITORY).replace("%pip install", "raise SystemExit #")  # valid Python
     exec(compile(code, "launch", "exec"), namespace)  # no google.colab here: the branch is skipped
     assert "keep" not in namespace
 

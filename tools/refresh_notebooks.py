@@ -32,13 +32,23 @@ def repository() -> str:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
 
 
+def without_launch_code(source: str) -> str:
+    """A first cell's code after its launch lines (comments, ``import sys``, and the
+    ``if "google.colab" ...:`` block), whatever version of them it holds."""
+    lines = source.split("\n")
+    block = next((i for i, line in enumerate(lines) if line.startswith('if "google.colab" in sys.')), None)
+    if block is None:
+        return source
+    end = block + 1
+    while end < len(lines) and (not lines[end].strip() or lines[end].startswith((" ", "\t"))):
+        end += 1
+    return "\n".join(lines[end:])
+
+
 def with_launch_code(notebook: nbformat.NotebookNode, launch: str) -> nbformat.NotebookNode:
     """Open the first code cell with ``launch``, replacing earlier launch lines if any."""
     cell = next(c for c in notebook.cells if c.cell_type == "code")
-    source = cell.source
-    if source.startswith(launch.splitlines()[0]):  # launch lines of another version: drop them
-        source = source.split("%pip install", 1)[1].split("\n", 1)[1].lstrip("\n")
-    cell.source = launch + "\n" + source
+    cell.source = launch + "\n" + without_launch_code(cell.source)
     return notebook
 
 
