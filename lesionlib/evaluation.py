@@ -52,6 +52,9 @@ def _confusion_counts(frame: pd.DataFrame) -> np.ndarray:
     thousands of times."""
     true = pd.Categorical(frame["label"], CLASSES).codes.astype(np.int64)
     predicted = pd.Categorical(frame["predicted"], CLASSES).codes.astype(np.int64)
+    for column, codes in (("label", true), ("predicted", predicted)):
+        if (codes < 0).any():
+            raise ValueError(f"{column} {frame[column].to_numpy()[codes < 0][0]!r} is not one of {CLASSES}.")
     size = len(CLASSES)
     return np.bincount(true * size + predicted, minlength=size * size).reshape(size, size)
 

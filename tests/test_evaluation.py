@@ -253,3 +253,16 @@ def test_the_split_must_be_the_one_the_head_was_trained_with():
     other = splits.grouped_split(manifest.iloc[2:], validation=0.2, test=0.2, seed=1)
     with pytest.raises(training.ManifestError, match="not the one the head was trained with"):
         training.check_split(record, manifest.iloc[2:], other)
+
+
+def test_a_label_outside_the_classes_is_named_not_miscounted():
+    frame = pd.DataFrame({"label": ["malignant", "benign"], "predicted": ["malignant", "nevus"]})
+    with pytest.raises(ValueError, match=r"predicted .nevus. is not one of \('benign'"):
+        evaluation.confusion_table(frame)
+
+
+def test_the_auc_counts_tied_scores_as_half():
+    frame = pd.DataFrame({"label": ["malignant", "benign", "malignant", "benign"],
+                          "p_malignant": [0.9, 0.5, 0.5, 0.1]})
+    # pairs (malignant, benign): (0.9, 0.5) 1, (0.9, 0.1) 1, (0.5, 0.5) 1/2, (0.5, 0.1) 1
+    assert evaluation.malignant_auc(frame) == pytest.approx(3.5 / 4)
