@@ -44,6 +44,7 @@ def main() -> int:
     parser.add_argument("--home", type=Path, help="where to run (default: a new temporary folder)")
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="lesion-course-timing-"))
+    home.mkdir(parents=True, exist_ok=True)
     data = args.shared / "data"
     instructor = {"LESIONLIB_PROFILE": "workshop", "LESIONLIB_HOME": str(home / "instructor"),
                   "LESIONLIB_DATA_SOURCE": str(data / "ham10000"),
