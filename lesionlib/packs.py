@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from . import LesionlibError, __version__, backbones, dataset, fsutil
+from .images import sha256_of
 from .settings import PACK_FILE, Settings
 
 FORMAT = 1
@@ -35,14 +36,6 @@ SUMS_FILE = "SHA256SUMS"
 
 class PackError(LesionlibError):
     """A pack that cannot be made or used; the message names the file and what to do."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _isic_metadata(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -114,7 +107,7 @@ def make(settings: Settings, target: Path, progress: bool = True) -> dict:
             shutil.copytree(backbone_folder, staging / info["backbone"])
         (staging / PACK_FILE).write_text(json.dumps(info, indent=2) + "\n")
         files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
-        (staging / SUMS_FILE).write_text("".join(f"{_sha256(staging / f)}  {f}\n" for f in files))
+        (staging / SUMS_FILE).write_text("".join(f"{sha256_of(staging / f)}  {f}\n" for f in files))
         with fsutil.atomic_path(target) as temporary, zipfile.ZipFile(temporary, "w") as archive:
             for name_in_pack in [SUMS_FILE, *files]:
                 stored = name_in_pack.endswith(".jpg")  # JPEGs do not compress further
@@ -168,7 +161,7 @@ def _extract(archive: zipfile.ZipFile, path: Path, sums: dict[str, str], folder:
 
 def _installed_intact(target: Path, sums: dict[str, str]) -> bool:
     """Whether ``target`` holds every file of ``sums``, each with its checksum."""
-    return all((target / name).is_file() and _sha256(target / name) == digest
+    return all((target / name).is_file() and sha256_of(target / name) == digest
                for name, digest in sums.items())
 
 
