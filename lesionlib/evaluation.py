@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
-from sklearn.metrics import roc_auc_score
 
 from . import LesionlibError, fsutil
 from .features import Bottlenecks, image_pipeline
@@ -70,12 +69,13 @@ def confusion_table(frame: pd.DataFrame, normalize: bool = False) -> pd.DataFram
 
 def per_class_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per class: images, precision, recall (sensitivity), specificity and F1."""
-    values = _per_class(_confusion_counts(frame).astype(float))
+    values = _per_class(frame)
     return pd.DataFrame(values, index=pd.Index(CLASSES, name="class")).astype({"images": int})
 
 
-def _per_class(counts: np.ndarray) -> dict[str, np.ndarray]:
-    """The per-class metrics of a confusion matrix, one array each (NaN where undefined)."""
+def _per_class(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The per-class metrics of a predictions table, one array each (NaN where undefined)."""
+    counts = _confusion_counts(frame).astype(float)
     tp = np.diag(counts)
     fn = counts.sum(axis=1) - tp
     fp = counts.sum(axis=0) - tp
@@ -92,7 +92,7 @@ def accuracy(frame: pd.DataFrame) -> float:
 
 def balanced_accuracy(frame: pd.DataFrame) -> float:
     """The mean recall over the classes that have images."""
-    recalls = _per_class(_confusion_counts(frame).astype(float))["recall (sensitivity)"]
+    recalls = _per_class(frame)["recall (sensitivity)"]
     recalls = recalls[~np.isnan(recalls)]
     return float(recalls.mean()) if len(recalls) else np.nan
 
@@ -121,7 +121,7 @@ def summary(frame: pd.DataFrame) -> dict[str, float]:
 
 def per_class_values(frame: pd.DataFrame) -> dict[str, float]:
     """Sensitivity, specificity and precision of each class, as ``"<class> <metric>"`` keys."""
-    values = _per_class(_confusion_counts(frame).astype(float))
+    values = _per_class(frame)
     return {f"{label} {metric}": float(values[column][i]) for i, label in enumerate(CLASSES)
             for metric, column in (("sensitivity", "recall (sensitivity)"),
                                    ("specificity", "specificity"), ("precision", "precision"))}
@@ -306,7 +306,7 @@ def curves_figure(frame: pd.DataFrame):
         width = 3 if label == "malignant" else 1.2
         fpr, tpr, _ = roc_curve(positive, scores)
         roc.plot(fpr, tpr, linewidth=width,
-                 label=f"{label} vs rest (AUC {roc_auc_score(positive, scores):.2f})")
+                 label=f"{label} vs rest (AUC {auc_one_vs_rest(frame, label):.2f})")
         precision, recall, _ = precision_recall_curve(positive, scores)
         pr.plot(recall, precision, linewidth=width,
                 label=f"{label} vs rest (AP {average_precision_score(positive, scores):.2f})")
