@@ -30,6 +30,8 @@ def versions() -> dict[str, str]:
 
 
 COLAB_HOME = "/content/drive/MyDrive/lesion-course"
+# The launch cell is a folded form: its title is all a learner sees, on Colab and in JupyterLab.
+LAUNCH_TITLE = "#@title On Colab, run this first: it installs lesionlib (elsewhere it does nothing)"
 
 
 def launch_code(repository: str) -> str:
@@ -40,9 +42,11 @@ def launch_code(repository: str) -> str:
     there. Elsewhere lesionlib is installed already and nothing happens.
 
     They cannot call lesionlib (not installed yet on Colab), so tools/refresh_notebooks.py writes
-    them into each notebook and tests/test_notebooks_format.py checks that they are there.
+    them as each notebook's first code cell, folded, and tests/test_notebooks_format.py checks
+    that they are there.
     """
     return (
+        f"{LAUNCH_TITLE}\n"
         "# On Colab: install lesionlib from the course's repository (keeping Colab's own\n"
         f"# {', '.join(COLAB_KEEPS)}) and keep data/ and build/ on your Google Drive,\n"
         "# where the next notebook finds them. Locally and on Binder nothing happens here.\n"

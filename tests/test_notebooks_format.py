@@ -33,9 +33,11 @@ def test_opening_cells_are_the_course_format(path):
     assert f"colab.research.google.com/github/{GITHUB}/blob/main/notebooks/{path.name}" in title.source
     assert f"mybinder.org/v2/gh/{GITHUB}/main?urlpath=lab/tree/notebooks/{path.name}" in title.source
     assert "Not a diagnosis" in title.source
-    first_code = next(c for c in notebook.cells if c.cell_type == "code")
-    assert first_code.source.startswith(launch_code(REPOSITORY))  # run tools/refresh_notebooks.py
-    assert "notebook.setup()" in first_code.source
+    launch, setup = [c for c in notebook.cells if c.cell_type == "code"][:2]
+    assert launch.source == launch_code(REPOSITORY).rstrip("\n")  # run tools/refresh_notebooks.py
+    # Folded: a form showing its title on Colab, a hidden source in JupyterLab.
+    assert launch.metadata["cellView"] == "form" and launch.metadata["jupyter"]["source_hidden"]
+    assert "notebook.setup()" in setup.source
 
 
 def test_readme_badges_follow_the_repository_setting():
@@ -89,16 +91,40 @@ def test_only_checked_cells_keep_outputs(path):
         assert (cell.execution_count is not None) == checked, cell.source
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_each_notebook_ends_with_exercises_and_folded_solutions(path):
+def _exercises(path: Path) -> list[list[nbformat.NotebookNode]]:
+    """The cells after "## Exercises", one list per exercise (its heading first)."""
     cells = nbformat.read(path, as_version=4).cells
     start = next(i for i, c in enumerate(cells)
                  if c.cell_type == "markdown" and c.source.startswith("## Exercises"))
-    rest = cells[start + 1:]
-    assert len(rest) == 6  # exercise, solution, three times
-    for number, (exercise, solution) in enumerate(zip(rest[::2], rest[1::2]), 1):
-        assert exercise.cell_type == "markdown" and exercise.source.startswith(f"### Exercise {number} · ")
-        assert solution.cell_type == "code" and solution.source.startswith(f"#@title Solution {number}\n")
+    blocks: list[list[nbformat.NotebookNode]] = []
+    for cell in cells[start + 1:]:
+        if cell.cell_type == "markdown" and cell.source.startswith("### Exercise"):
+            blocks.append([])
+        assert blocks, "the Exercises section starts with an exercise"
+        blocks[-1].append(cell)
+    return blocks
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_each_notebook_ends_with_exercises_checks_and_folded_solutions(path):
+    blocks = _exercises(path)
+    assert len(blocks) >= 2
+    for number, block in enumerate(blocks, 1):
+        assert [c.cell_type for c in block] == ["markdown", "code", "code", "code"]
+        heading, answer, check, solution = block
+        assert heading.source.startswith(f"### Exercise {number} · ")
+        # The learner's cell: a placeholder to replace, which the check recognises as unanswered.
+        assert "exercise" in answer.metadata["tags"] and "..." in answer.source
+        # The check the learner runs, and which the solution runs too (so CI proves it right).
+        assert "check" in check.metadata["tags"] and check.source.startswith("check.")
+        assert solution.source.startswith(f"#@title Solution {number}\n")
         assert "solution" in solution.metadata["tags"]
+        assert check.source.strip() in solution.source
+        last = solution.source.strip().splitlines()[-1]
+        assert last.startswith("# ") and last.endswith("."), "a solution ends with what it shows"
         # Folded in JupyterLab (source_hidden) and on Colab (a form shows its title only).
         assert solution.metadata["jupyter"]["source_hidden"] and solution.metadata["cellView"] == "form"
+
+
+def test_the_course_has_a_dozen_exercises_that_write_code():
+    assert sum(len(_exercises(path)) for path in NOTEBOOKS) >= 12

@@ -33,7 +33,7 @@ def repository() -> str:
 
 
 def without_launch_code(source: str) -> str:
-    """A first cell's code after its launch lines (comments, ``import sys``, and the
+    """A code cell's source after its launch lines (title, comments, ``import sys``, and the
     ``if "google.colab" ...:`` block), whatever version of them it holds."""
     lines = source.split("\n")
     block = next((i for i, line in enumerate(lines) if line.startswith('if "google.colab" in sys.')), None)
@@ -42,13 +42,21 @@ def without_launch_code(source: str) -> str:
     end = block + 1
     while end < len(lines) and (not lines[end].strip() or lines[end].startswith((" ", "\t"))):
         end += 1
-    return "\n".join(lines[end:])
+    return "\n".join(lines[end:]).strip("\n")
 
 
 def with_launch_code(notebook: nbformat.NotebookNode, launch: str) -> nbformat.NotebookNode:
-    """Open the first code cell with ``launch``, replacing earlier launch lines if any."""
-    cell = next(c for c in notebook.cells if c.cell_type == "code")
-    cell.source = launch + "\n" + without_launch_code(cell.source)
+    """Make the first code cell ``launch`` alone, folded (a form on Colab, a hidden source in
+    JupyterLab); code that followed older launch lines in that cell moves to a cell of its own."""
+    position, cell = next((i, c) for i, c in enumerate(notebook.cells) if c.cell_type == "code")
+    rest = without_launch_code(cell.source)
+    if rest != cell.source.strip("\n") and rest:  # an older cell: launch lines, then the setup
+        notebook.cells.insert(position + 1, nbformat.v4.new_code_cell(rest))
+    elif rest == cell.source.strip("\n"):  # no launch lines yet
+        notebook.cells.insert(position, nbformat.v4.new_code_cell(""))
+        cell = notebook.cells[position]
+    cell.source = launch.rstrip("\n")
+    cell.metadata.update({"cellView": "form", "jupyter": {"source_hidden": True}})
     return notebook
 
 
