@@ -6,13 +6,14 @@
 * any TF Hub or Kaggle model handle (an ``https://`` URL) of a TF2 feature-vector SavedModel;
 * a local folder holding such a SavedModel, e.g. ``../shared/weights/tfhub/...``.
 
-Every backbone is loaded with ``tensorflow_hub.load``, which returns a plain callable. The
-course never uses ``hub.KerasLayer``: under Keras 3 (TensorFlow 2.21's default) it fails with
-"Only instances of keras.Layer can be added to a Sequential model" unless the legacy
-``tf-keras`` is switched on. Feature extraction needs no Keras layer at all.
-
-Downloads go to ``data/cache/tfhub/`` (``TFHUB_CACHE_DIR`` is set to it). Offline with nothing
-cached, :func:`load` stops within seconds and says how to point at a local copy.
+:func:`fetch` finds the network's SavedModel folder (downloading a handle into
+``data/cache/tfhub/`` once; ``TFHUB_CACHE_DIR`` is set to it); notebook 03 then loads it with
+``tensorflow_hub.load``, which returns a plain callable, and :func:`load` does the same for
+later notebooks. The course never uses ``hub.KerasLayer``: under Keras 3 (TensorFlow 2.21's
+default) it fails with "Only instances of keras.Layer can be added to a Sequential model"
+unless the legacy ``tf-keras`` is switched on. Feature extraction needs no Keras layer at all.
+Offline with nothing cached, :func:`fetch` stops within seconds and says how to point at a
+local copy.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import LesionlibError, net
+from . import LesionlibError, fsutil, net
 from .settings import Settings
 from .tfutil import import_tensorflow
 
@@ -40,8 +41,7 @@ class BackboneSpec:
     handle: str  # an https:// handle, a local folder, or "builtin:tiny"
     input_size: int  # square input, in pixels
     feature_dim: int | None  # None until loaded, for handles outside the registry
-    description: str = ""
-    value_range: tuple[float, float] = (0.0, 1.0)  # TF Hub image models take [0, 1]
+    description: str = ""  # every network here takes colour values in [0, 1], as TF Hub's do
 
 
 _HUB = "https://tfhub.dev/google/imagenet"
@@ -66,18 +66,16 @@ class BackboneUnavailable(LesionlibError):
 
 @dataclass(frozen=True)
 class Backbone:
-    """A loaded network: ``backbone(images)`` maps ``[N, s, s, 3]`` floats to ``[N, D]`` features."""
+    """A network on disk (``folder``, a SavedModel) and, once loaded, the network itself:
+    ``backbone(images)`` maps ``[N, s, s, 3]`` floats in [0, 1] to ``[N, D]`` features."""
 
     spec: BackboneSpec
     identity: str  # changes whenever the network's weights could have changed
-    model: object
+    folder: Path
+    model: object = None  # set by :func:`load`
 
     def __call__(self, images):
         return self.model(images)
-
-    @property
-    def feature_dim(self) -> int:
-        return int(self.spec.feature_dim)
 
 
 def registry_table() -> pd.DataFrame:
@@ -137,42 +135,64 @@ def _input_size(model) -> int | None:
         return None
 
 
-def load(settings: Settings) -> Backbone:
-    """Load ``settings.backbone``, downloading it into the cache if it is a handle not yet there."""
-    spec = resolve(settings.backbone)
-    tf = import_tensorflow()
-    if spec.handle == "builtin:tiny":
+def _tiny_folder(settings: Settings) -> Path:
+    """The tiny stand-in saved as a SavedModel (once), so it loads like any other network."""
+    folder = settings.tfhub_cache_dir / "builtin-tiny-v2"
+    if not (folder / "saved_model.pb").is_file():
+        tf = import_tensorflow()
         from .tiny import TinyFeatures
 
-        return Backbone(spec, "builtin:tiny:v2", TinyFeatures(spec.input_size))
+        with fsutil.atomic_folder(folder) as temporary:
+            tf.saved_model.save(TinyFeatures(REGISTRY[TINY].input_size), str(temporary))
+    return folder
 
+
+def fetch(settings: Settings) -> Backbone:
+    """``settings.backbone``'s SavedModel folder, downloaded into the cache first if it is a
+    handle not there yet; load it with ``tensorflow_hub.load(str(backbone.folder))``."""
+    spec = resolve(settings.backbone)
+    if spec.handle == "builtin:tiny":
+        return Backbone(spec, "builtin:tiny:v2", _tiny_folder(settings))
+    if not spec.handle.startswith(("https://", "http://")):
+        folder = Path(spec.handle)
+        return Backbone(spec, f"folder:{_folder_fingerprint(folder)}", folder)  # a renamed copy still hits
+    os.environ["TFHUB_CACHE_DIR"] = str(settings.tfhub_cache_dir)
+    if not _hub_cached(spec.handle, settings.tfhub_cache_dir):
+        reason = net.probe(spec.handle)
+        if reason:
+            raise BackboneUnavailable(
+                f"Could not download the network {spec.name} from {spec.handle} ({reason}). "
+                "Without internet, point LESIONLIB_BACKBONE at a local copy of a TF2 "
+                "feature-vector SavedModel, e.g. "
+                "../shared/weights/tfhub/mobilenet_v2_100_224_feature_vector, or copy a "
+                f"data/cache/tfhub/ folder from a machine that has it into "
+                f"{settings.tfhub_cache_dir}; or set LESIONLIB_PROFILE=smoke for the tiny "
+                "stand-in network.")
+    hub = import_hub()
+    return Backbone(spec, spec.handle, Path(hub.resolve(spec.handle)))
+
+
+def import_hub():
+    """``tensorflow_hub``, without the warning its import still prints."""
+    import_tensorflow()
     with warnings.catch_warnings():  # tensorflow-hub 0.16.1 still imports pkg_resources
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
         import tensorflow_hub as hub
+    return hub
 
-    if spec.handle.startswith(("https://", "http://")):
-        os.environ["TFHUB_CACHE_DIR"] = str(settings.tfhub_cache_dir)
-        if not _hub_cached(spec.handle, settings.tfhub_cache_dir):
-            reason = net.probe(spec.handle)
-            if reason:
-                raise BackboneUnavailable(
-                    f"Could not download the network {spec.name} from {spec.handle} ({reason}). "
-                    "Without internet, point LESIONLIB_BACKBONE at a local copy of a TF2 "
-                    "feature-vector SavedModel, e.g. "
-                    "../shared/weights/tfhub/mobilenet_v2_100_224_feature_vector, or copy a "
-                    f"data/cache/tfhub/ folder from a machine that has it into "
-                    f"{settings.tfhub_cache_dir}; or set LESIONLIB_PROFILE=smoke for the tiny "
-                    "stand-in network.")
-        identity = spec.handle
-    else:
-        identity = f"folder:{_folder_fingerprint(Path(spec.handle))}"  # a renamed copy still hits
+
+def load(settings: Settings) -> Backbone:
+    """:func:`fetch`, then the network loaded, as notebook 03 does it, for later notebooks;
+    the input size and feature count are read from the network itself."""
+    tf = import_tensorflow()
+    backbone = fetch(settings)
+    spec = backbone.spec
     try:
-        model = hub.load(spec.handle)
+        model = import_hub().load(str(backbone.folder))
     except (OSError, ValueError, tf.errors.OpError) as error:
-        raise BackboneUnavailable(f"{spec.handle} could not be loaded as a TF2 SavedModel "
+        raise BackboneUnavailable(f"{backbone.folder} could not be loaded as a TF2 SavedModel "
                                   f"({type(error).__name__}: {error}).") from None
     size = _input_size(model) or spec.input_size
     probe = model(tf.zeros([1, size, size, 3]))
-    spec = BackboneSpec(spec.name, spec.handle, size, int(probe.shape[-1]), spec.description,
-                        spec.value_range)
-    return Backbone(spec, identity, model)
+    spec = BackboneSpec(spec.name, spec.handle, size, int(probe.shape[-1]), spec.description)
+    return Backbone(spec, backbone.identity, backbone.folder, model)

@@ -18,27 +18,23 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from . import LesionlibError, fsutil
-from .features import Bottlenecks, image_pipeline
+from .features import Bottlenecks, image_loader
 from .preprocessing import ORIGINAL, Preprocessing
 from .splits import groups
 from .taxonomy import CLASSES
 from .tfutil import import_tensorflow
-from .training import TrainedHead, label_indices, part_rows
+from .training import label_indices, part_rows, probabilities
 
 PROBABILITY = [f"p_{label}" for label in CLASSES]
 
 
-def predict_part(trained: TrainedHead, bottlenecks: Bottlenecks, manifest: pd.DataFrame,
-                 part: pd.Series, name: str, tta: bool = False) -> pd.DataFrame:
-    """Predictions for the images of one part, as a table.
-
-    With ``tta`` (test-time augmentation), each image's probabilities are the mean over the
-    image and its augmented copies in ``bottlenecks``; otherwise copies are left out.
-    """
-    rows = part_rows(bottlenecks, part, name, with_copies=tta)
-    probabilities = trained.predict(bottlenecks.features[rows]) if rows.any() else np.zeros((0, len(CLASSES)))
-    frame = pd.DataFrame(probabilities, index=bottlenecks.index[rows], columns=PROBABILITY)
-    frame = frame.groupby(level=0, sort=False).mean()  # one row per image (TTA: the mean of copies)
+def predict_part(head, bottlenecks: Bottlenecks, manifest: pd.DataFrame, part: pd.Series,
+                 name: str) -> pd.DataFrame:
+    """The predictions of ``head`` (a Keras model or a :class:`~lesionlib.training.TrainedHead`)
+    for the images of one part, as a table."""
+    rows = part_rows(bottlenecks, part, name)
+    found = probabilities(head, bottlenecks.features[rows]) if rows.any() else np.zeros((0, len(CLASSES)))
+    frame = pd.DataFrame(found, index=bottlenecks.index[rows], columns=PROBABILITY)
     frame.insert(0, "label", manifest.loc[frame.index, "label"].to_numpy())
     frame.insert(1, "y", label_indices(frame["label"]))
     frame["predicted"] = np.array(CLASSES)[frame[PROBABILITY].to_numpy().argmax(axis=1)] if len(frame) else []
@@ -375,25 +371,23 @@ def occlusion(image: np.ndarray, probabilities, column: int, patch: int = 40, st
     return drop / np.maximum(covered, 1)
 
 
-def occlusion_map(path, backbone, trained: TrainedHead, label: str, patch: int = 40,
-                  stride: int = 20, batch_size: int = 32,
-                  preprocessing: Preprocessing | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`occlusion` of one image file for a backbone and a head, for ``P(label)``.
+def occlusion_map(path, backbone, head, label: str, patch: int = 40, stride: int = 20,
+                  batch_size: int = 32,
+                  preprocessing: Preprocessing = ORIGINAL) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`occlusion` of one image file for a loaded backbone and a head, for ``P(label)``.
 
     Returns the network-sized input image (values in [0, 1]) and the map, same size.
     """
     tf = import_tensorflow()
-    low, high = backbone.spec.value_range
-    batches = list(image_pipeline([str(path)], np.zeros((1, 2)), backbone.spec.input_size, (0.0, 1.0),
-                                  preprocessing or ORIGINAL))
-    if not batches:
-        raise ValueError(f"{path} could not be read as an image.")
-    image = batches[0][1][0].numpy()
+    try:
+        image = image_loader(backbone.spec.input_size, preprocessing)(str(path)).numpy()
+    except tf.errors.OpError:
+        raise ValueError(f"{path} could not be read as an image.") from None
 
-    def probabilities(chunk: np.ndarray) -> np.ndarray:
-        return trained.predict(np.asarray(backbone(tf.constant(chunk * (high - low) + low))))
+    def chance(chunk: np.ndarray) -> np.ndarray:
+        return probabilities(head, np.asarray(backbone(tf.constant(chunk))))
 
-    return image, occlusion(image, probabilities, CLASSES.index(label), patch, stride, batch_size)
+    return image, occlusion(image, chance, CLASSES.index(label), patch, stride, batch_size)
 
 
 def draw_occlusion(axis, image: np.ndarray, heat: np.ndarray, label: str) -> None:

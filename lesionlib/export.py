@@ -6,8 +6,8 @@ resize images exactly as training did. Here everything is inside one SavedModel 
 
 * ``serving_default`` takes a batch of encoded images (JPEG, PNG, GIF or BMP bytes) and
   returns ``probabilities`` ``[N, 3]``, the most probable ``label`` ``[N]`` and the ``classes``
-  in column order. Decoding and resizing are :func:`lesionlib.features.decode` and
-  :func:`~lesionlib.features.to_input`, the very functions that made the training bottlenecks.
+  in column order. Decoding and resizing are :func:`lesionlib.preprocessing.decode` and
+  :func:`~lesionlib.preprocessing.prepare`, the very functions that made the training bottlenecks.
   Like TensorFlow's decoders, it expects **upright RGB** images: it does not apply a JPEG's
   EXIF rotation and drops transparency. Training images were made upright RGB by notebook
   01; :func:`lesionlib.inference.model_bytes` does the same for any image file, and
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import DISCLAIMER, LesionlibError, fsutil
-from .features import decode, to_input
+from .preprocessing import decode, prepare
 from .preprocessing import preprocessing_of
 from .taxonomy import CLASSES
 from .tfutil import import_tensorflow, native_output_filtered
@@ -65,8 +65,6 @@ def pixel_model(backbone: Backbone, trained: TrainedHead):
     import_tensorflow()
     import keras
 
-    low, high = backbone.spec.value_range
-
     class FrozenBackbone(keras.layers.Layer):
         """The TF Hub network as a Keras layer (Keras 3 cannot take ``hub.KerasLayer``)."""
 
@@ -75,7 +73,7 @@ def pixel_model(backbone: Backbone, trained: TrainedHead):
             self.network = network
 
         def call(self, images):
-            return self.network(images * (high - low) + low)
+            return self.network(images)
 
     size = backbone.spec.input_size
     images = keras.Input((size, size, 3), name="images")
@@ -100,7 +98,7 @@ def export_model(backbone: Backbone, trained: TrainedHead, folder: Path, record:
 
     def classify(encoded):
         def one(item):
-            return to_input(decode(item), size, preprocessing)
+            return prepare(decode(item), size, preprocessing)
 
         pixels = tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
         probabilities = model(pixels, training=False)

@@ -1,7 +1,9 @@
-"""Bottlenecks: each image's feature vector, computed once by a batched pipeline and cached.
+"""Bottlenecks: each image's feature vector, computed once and cached on disk.
 
-Extraction is a ``tf.data`` pipeline: files are read, decoded and resized in parallel and
-batched, while the network works on the previous batch (``prefetch``).
+Notebook 03 writes the pipeline and calls the network itself, then hands both to
+:func:`extract`, which adds the bookkeeping: what is cached already, the positions of images
+that cannot be decoded, the shards, the progress bar. Later notebooks call :func:`extract`
+with the library's copy of that pipeline (:func:`image_loader`).
 
 The cache lives in ``data/cache/bottlenecks/<key>/``, where ``<key>`` is a hash of the
 backbone's identity (its handle, or a hash of a local model folder's files) and of the
@@ -20,9 +22,9 @@ import json
 import time
 import uuid
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -30,29 +32,12 @@ from tqdm import tqdm  # plain text: it stays readable in executed notebooks
 
 from . import fsutil, images
 from .backbones import REGISTRY, Backbone
-from .preprocessing import ORIGINAL, Preprocessing
+from .preprocessing import ORIGINAL, Preprocessing, decode, prepare
 from .tfutil import import_tensorflow
 
 FORMAT = 1  # bump when the stored layout changes: old caches are then simply not found
 SHARD_ROWS = 512  # features written per shard while extracting: what an interruption can lose
 MAX_SHARDS = 32  # more than this and the shards are merged into one on the next read
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    """``copies`` fixed, randomly transformed versions of each image, each cached like an image.
-
-    Copy ``k`` of an image is always the same picture (its randomness is seeded by the image's
-    hash, ``seed`` and ``k``), so its bottleneck can be cached. Transformations: flips, quarter
-    turns, and small changes of brightness, contrast and saturation: a lesion has no "up", and
-    dermatoscopes differ in light.
-    """
-
-    copies: int = 2
-    seed: int = 0
-
-    def entry(self, sha256: str, copy: int) -> str:
-        return f"{sha256}/aug-v1-seed{self.seed}-copy{copy}"
 
 
 @dataclass
@@ -61,10 +46,9 @@ class Bottlenecks:
 
     features: np.ndarray  # [rows, D] float32
     index: pd.Index  # the manifest index of each row's image
-    copy: np.ndarray  # 0: the image itself; k: its k-th augmented copy
     computed: int = 0  # rows the network computed in this call
     reused: int = 0  # rows found in the cache
-    failed: pd.DataFrame = field(default_factory=pd.DataFrame)  # image_id, copy, path, reason
+    failed: pd.DataFrame = field(default_factory=pd.DataFrame)  # image_id, path, reason
     repaired: list[str] = field(default_factory=list)  # cache problems found and fixed
 
     def summary(self) -> str:
@@ -83,7 +67,8 @@ def cache_key(backbone: Backbone, preprocessing: Preprocessing) -> str:
              if key in ("method", "antialias") or value != getattr(ORIGINAL, key)}
     description = {"format": FORMAT, "backbone": backbone.identity,
                    "input_size": backbone.spec.input_size,
-                   "value_range": list(backbone.spec.value_range), **steps}
+                   # Every network takes [0, 1] now; kept so that older caches keep their folder.
+                   "value_range": [0.0, 1.0], **steps}
     text = json.dumps(description, sort_keys=True)
     label = backbone.spec.name if backbone.spec.name in REGISTRY else "model"  # for people only
     return f"{label}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
@@ -132,155 +117,78 @@ class BottleneckCache:
             shard.unlink(missing_ok=True)
 
 
-def _augment(image, seed):
+def image_loader(size: int, preprocessing: Preprocessing = ORIGINAL) -> Callable:
+    """The library's copy of notebook 03's ``load``: an image file's path -> the network's
+    input, ``[size, size, 3]`` in [0, 1]."""
     tf = import_tensorflow()
 
-    image = tf.image.stateless_random_flip_left_right(image, seed)
-    image = tf.image.stateless_random_flip_up_down(image, seed + 1)
-    turns = tf.random.stateless_uniform([], seed + 2, 0, 4, dtype=tf.int32)
-    image = tf.image.rot90(image, turns)
-    image = tf.image.stateless_random_brightness(image, 0.08, seed + 3)
-    image = tf.image.stateless_random_contrast(image, 0.9, 1.1, seed + 4)
-    image = tf.image.stateless_random_saturation(image, 0.9, 1.1, seed + 5)
-    return tf.clip_by_value(image, 0.0, 1.0)
+    def load(path):
+        return prepare(decode(tf.io.read_file(path)), size, preprocessing)
 
-
-def decode(encoded):
-    """Encoded image bytes (JPEG, PNG, GIF or BMP) as a ``[height, width, 3]`` float tensor in [0, 1].
-
-    Used both when extracting bottlenecks and inside the exported model (notebook 05), so a
-    deployed model sees its images exactly as the head was trained on them.
-    """
-    tf = import_tensorflow()
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    return tf.image.convert_image_dtype(image, tf.float32)
-
-
-def shades_of_gray(image, power: float = 6.0):
-    """``image`` (``[h, w, 3]`` in [0, 1]) as if lit by white light: each channel divided by
-    its ``power``-mean, normalised so that a grey image stays as it is."""
-    tf = import_tensorflow()
-    illuminant = tf.reduce_mean(tf.pow(image + 1e-6, power), axis=[0, 1]) ** (1.0 / power)
-    illuminant = illuminant / (tf.norm(illuminant) + 1e-6) * tf.sqrt(3.0)
-    return tf.clip_by_value(image / (illuminant + 1e-6), 0.0, 1.0)
-
-
-def to_input(image, size: int, preprocessing: Preprocessing = ORIGINAL):
-    """A decoded image as the network's square ``[size, size, 3]`` input, as
-    :class:`Preprocessing` says: centre crop, common resolution, resize, colour constancy."""
-    tf = import_tensorflow()
-    if preprocessing.crop:
-        shape = tf.shape(image)
-        side = tf.minimum(shape[0], shape[1])
-        image = tf.image.resize_with_crop_or_pad(image, side, side)
-    if preprocessing.resolution:  # always antialiased: shrinking without it keeps noise, not detail
-        image = tf.image.resize(image, [preprocessing.resolution] * 2, method=preprocessing.method,
-                                antialias=True)
-    image = tf.image.resize(image, [size, size], method=preprocessing.method,
-                            antialias=preprocessing.antialias)
-    image.set_shape([size, size, 3])
-    if preprocessing.colour == "shades_of_gray":
-        image = shades_of_gray(image)
-    return image
-
-
-def image_pipeline(paths: list[str], seeds: np.ndarray, size: int, value_range: tuple[float, float],
-                   preprocessing: Preprocessing = ORIGINAL, batch_size: int = 32):
-    """A ``tf.data`` pipeline of ``(position, images)`` batches: parallel decode and resize.
-
-    ``seeds`` holds one ``[a, b]`` pair per path; ``b == 0`` means "the image as it is",
-    anything else an augmented copy. Files that cannot be decoded are dropped (their
-    positions are missing from the output), so one bad file never stops a run.
-    """
-    tf = import_tensorflow()
-
-    low, high = value_range
-
-    def load(position, path, seed):
-        image = decode(tf.io.read_file(path))
-        image = tf.cond(seed[1] > 0, lambda: _augment(image, seed), lambda: image)
-        return position, to_input(image, size, preprocessing) * (high - low) + low
-
-    positions = np.arange(len(paths), dtype=np.int64)
-    dataset = tf.data.Dataset.from_tensor_slices((positions, list(paths), seeds.astype(np.int64)))
-    return (dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .ignore_errors()
-            .batch(batch_size)
-            .prefetch(tf.data.AUTOTUNE))
-
-
-def _seed(sha256: str, augmentation_seed: int, copy: int) -> list[int]:
-    return [int(sha256[:8], 16) ^ augmentation_seed, copy]
-
-
-class _Row(NamedTuple):
-    index: object  # the manifest index of the image
-    copy: int  # 0: the image itself; k: its k-th augmented copy
-    entry: str  # the cache id: the file's content hash (plus the copy for augmented ones)
-    path: str
-    seed: list[int]
-
-
-def _rows(manifest: pd.DataFrame, augmentation: Augmentation | None) -> tuple[list[_Row], list[dict]]:
-    """One row per image and copy, keyed by the hash of the file as it is now, and the
-    images that cannot be read at all."""
-    rows, unreadable = [], []
-    for index, image_id, path in zip(manifest.index, manifest["image_id"], manifest["path"]):
-        try:
-            sha = images.sha256_of(Path(path))  # the bytes now, not what the manifest remembers
-        except OSError as error:
-            unreadable.append({"image_id": image_id, "copy": 0, "path": str(path),
-                               "reason": f"unreadable file ({error.strerror or error})"})
-            continue
-        rows.append(_Row(index, 0, sha, str(path), _seed(sha, 0, 0)))
-        for copy in range(1, (augmentation.copies if augmentation else 0) + 1):
-            rows.append(_Row(index, copy, augmentation.entry(sha, copy), str(path),
-                             _seed(sha, augmentation.seed, copy)))
-    return rows, unreadable
+    return load
 
 
 def extract(manifest: pd.DataFrame, backbone: Backbone, cache_root: Path, *,
-            augmentation: Augmentation | None = None, preprocessing: Preprocessing = ORIGINAL,
-            batch_size: int = 32, progress: bool = True) -> Bottlenecks:
-    """Bottlenecks of every manifest image (and its augmented copies), from the cache when possible."""
-    rows, failed = _rows(manifest, augmentation)
+            preprocessing: Preprocessing = ORIGINAL, network: Callable | None = None,
+            load: Callable | None = None, batch_size: int = 32, progress: bool = True) -> Bottlenecks:
+    """Bottlenecks of every manifest image, from the cache when possible.
+
+    ``network`` (images -> features; default ``backbone.model``) and ``load`` (a path ->
+    the network's input, as ``preprocessing`` says; default :func:`image_loader`) compute
+    what the cache does not hold yet. They must match ``backbone`` and ``preprocessing``,
+    which name the cache.
+    """
+    network = network or backbone.model
+    load = load or image_loader(backbone.spec.input_size, preprocessing)
     cache = BottleneckCache(Path(cache_root) / cache_key(backbone, preprocessing))
     known, repaired = cache.read()
-    todo = list({row.entry: row for row in rows if row.entry not in known}.values())  # unique
-    computed = _compute(backbone, cache, todo, preprocessing, batch_size, progress, known)
+    hashes, failed = {}, []
+    for index, image_id, path in zip(manifest.index, manifest["image_id"], manifest["path"]):
+        try:
+            hashes[index] = images.sha256_of(Path(path))  # the bytes now, not what the manifest says
+        except OSError as error:
+            failed.append({"image_id": image_id, "path": str(path),
+                           "reason": f"unreadable file ({error.strerror or error})"})
+    todo = {sha: manifest.at[index, "path"] for index, sha in hashes.items() if sha not in known}
+    computed = _compute(network, load, cache, todo, batch_size, progress, known)
 
-    kept = [row for row in rows if row.entry in known]
-    failed += [{"image_id": manifest.at[row.index, "image_id"], "copy": row.copy,
-                "path": row.path, "reason": "could not be decoded"}
-               for row in rows if row.entry not in known]
-    features = (np.stack([known[row.entry] for row in kept]).astype(np.float32) if kept
-                else np.zeros((0, backbone.feature_dim), np.float32))
-    return Bottlenecks(features, pd.Index([row.index for row in kept]),
-                       np.array([row.copy for row in kept], dtype=int),
-                       computed=sum(row.entry in computed for row in kept),
-                       reused=sum(row.entry not in computed for row in kept),
-                       failed=pd.DataFrame(failed, columns=["image_id", "copy", "path", "reason"]),
+    kept = [index for index, sha in hashes.items() if sha in known]
+    failed += [{"image_id": manifest.at[index, "image_id"], "path": str(manifest.at[index, "path"]),
+                "reason": "could not be decoded"} for index, sha in hashes.items() if sha not in known]
+    features = (np.stack([known[hashes[index]] for index in kept]).astype(np.float32) if kept
+                else np.zeros((0, backbone.spec.feature_dim or 0), np.float32))
+    return Bottlenecks(features, pd.Index(kept, name=manifest.index.name),
+                       computed=sum(hashes[index] in computed for index in kept),
+                       reused=sum(hashes[index] not in computed for index in kept),
+                       failed=pd.DataFrame(failed, columns=["image_id", "path", "reason"]),
                        repaired=repaired)
 
 
-def _compute(backbone: Backbone, cache: BottleneckCache, todo: list[_Row], preprocessing,
+def _compute(network: Callable, load: Callable, cache: BottleneckCache, todo: dict[str, str],
              batch_size: int, progress: bool, known: dict[str, np.ndarray]) -> set[str]:
-    """Run the network on ``todo``; store results in ``known`` and, every :data:`SHARD_ROWS`
-    and on the way out (even when interrupted), in cache shards."""
+    """Run ``load`` and ``network`` on the images ``todo`` (content hash -> path); store results
+    in ``known`` and, every :data:`SHARD_ROWS` and on the way out (even when interrupted), in
+    cache shards. Images ``load`` cannot decode are dropped, so one bad file never stops a run:
+    each image carries its position through the pipeline."""
     if not todo:
         return set()
-    pipeline = image_pipeline([row.path for row in todo], np.array([row.seed for row in todo]),
-                              backbone.spec.input_size, backbone.spec.value_range,
-                              preprocessing, batch_size)
+    tf = import_tensorflow()
+    entries, paths = list(todo), [str(path) for path in todo.values()]
+    pipeline = (tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths))
+                .map(lambda position, path: (position, load(path)),
+                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                .ignore_errors()
+                .batch(batch_size)
+                .prefetch(tf.data.AUTOTUNE))
     pending: dict[str, np.ndarray] = {}
     done: set[str] = set()
     try:
         with tqdm(total=len(todo), desc="bottlenecks", unit="img", disable=not progress,
                   mininterval=2) as bar:
             for positions, batch in pipeline:
-                vectors = np.asarray(backbone(batch), dtype=np.float32)
+                vectors = np.asarray(network(batch), dtype=np.float32)
                 for position, vector in zip(positions.numpy(), vectors):
-                    entry = todo[position].entry
+                    entry = entries[position]
                     known[entry] = pending[entry] = vector
                     done.add(entry)
                 if len(pending) >= SHARD_ROWS:

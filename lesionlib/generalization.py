@@ -3,10 +3,11 @@
 A classifier can score well on unseen lesions of its own collection and fail on another
 clinic's: other cameras, light, framing, patients. :func:`evaluate` trains a head by one
 :class:`Recipe` on the ``train`` part of a (possibly combined) manifest and measures
-malignant-versus-rest AUC, with an interval from resampling lesions, on the ``test`` part
-(unseen lesions of the training sources) and on the ``held out`` part (a source never trained
-on; see :func:`lesionlib.splits.hold_out_source`). Notebook 06 and
-``benchmarks/generalization.py`` put several recipes side by side.
+malignant-versus-rest AUC, with an interval from resampling lesions, on the parts asked for:
+``validation`` (to choose a recipe on), then, once a recipe is chosen, ``test`` (unseen
+lesions of the training sources) and ``held out`` (a source never trained on; see
+:func:`lesionlib.splits.hold_out_source`). Notebook 06 and ``benchmarks/generalization.py``
+put several recipes side by side.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from . import dataset
 from .backbones import Backbone
 from .dataset import ManifestError
 from .evaluation import bootstrap_intervals, malignant_auc, predict_part
-from .features import Augmentation, extract
+from .features import extract
 from .preprocessing import ORIGINAL, Preprocessing
 from .settings import Settings
 from .splits import HELD_OUT, grouped_split, hold_out_source
@@ -93,8 +94,6 @@ class Recipe:
 
     name: str
     preprocessing: Preprocessing = ORIGINAL
-    augmentation: int = 0  # fixed augmented copies of each training image, cached
-    tta: int = 0  # augmented copies of each test image whose predictions are averaged
     head: HeadConfig = field(default_factory=HeadConfig)
 
 
@@ -118,7 +117,7 @@ def table_row(name: str, auc: dict[str, pd.Series], feature_seconds: float, head
     """One row of a comparison: AUC and interval per part, and the time taken."""
     row = {"recipe": name}
     for part, value in auc.items():
-        label = "held-out source" if part == HELD_OUT else "same source"
+        label = {HELD_OUT: "held-out source", "test": "same source (test)"}.get(part, part)
         row[f"AUC {label}"] = value["estimate"]
         row[f"AUC {label} 95% interval"] = f"{value['low']:.3f}–{value['high']:.3f}"
     row["features (s)"] = round(feature_seconds, 1)
@@ -133,21 +132,24 @@ def auc_interval(frame: pd.DataFrame, resamples: int = 1000, seed: int = 42) -> 
 
 
 def evaluate(recipe: Recipe, backbone: Backbone, manifest: pd.DataFrame, part: pd.Series,
-             cache_root, seed: int = 42, resamples: int = 1000, progress: bool = False) -> Outcome:
-    """Train by ``recipe`` on the ``train`` part; AUC on ``test`` and, if present, ``held out``."""
+             cache_root, seed: int = 42, resamples: int = 1000, progress: bool = False,
+             parts: tuple[str, ...] = ("validation",)) -> Outcome:
+    """Train by ``recipe`` on the ``train`` part (stopping on ``validation``); AUC on ``parts``.
+
+    Recipes are compared on ``validation``; ask for ``test`` and ``held out`` only for the
+    recipe chosen, once, at the end: a choice made on them would make their scores a lie.
+    """
     started = time.perf_counter()
-    training_copies = Augmentation(recipe.augmentation, seed) if recipe.augmentation else None
-    test_copies = Augmentation(recipe.tta, seed) if recipe.tta else None
-    train = extract(manifest[part == "train"], backbone, cache_root, augmentation=training_copies,
-                    preprocessing=recipe.preprocessing, progress=progress)
-    others = extract(manifest[part != "train"], backbone, cache_root, augmentation=test_copies,
-                     preprocessing=recipe.preprocessing, progress=progress)
+    train = extract(manifest[part == "train"], backbone, cache_root, preprocessing=recipe.preprocessing,
+                    progress=progress)
+    others = extract(manifest[part != "train"], backbone, cache_root, preprocessing=recipe.preprocessing,
+                     progress=progress)
     features_done = time.perf_counter()
-    head = train_head(arrays(train, manifest, part, "train", with_copies=True),
+    head = train_head(arrays(train, manifest, part, "train"),
                       arrays(others, manifest, part, "validation"), recipe.head)
     head_done = time.perf_counter()
-    predictions = {name: predict_part(head, others, manifest, part, name, tta=bool(recipe.tta))
-                   for name in ("test", HELD_OUT) if (part == name).any()}
+    predictions = {name: predict_part(head, others, manifest, part, name)
+                   for name in parts if (part == name).any()}
     auc = {name: auc_interval(frame, resamples, seed) for name, frame in predictions.items()}
     return Outcome(recipe, head, predictions, auc, features_done - started, head_done - features_done)
 

@@ -21,7 +21,7 @@ from PIL import Image
 
 from . import images
 from .export import TFLITE_VARIANTS, ModelError, read_record, tflite_path
-from .features import decode, to_input
+from .preprocessing import decode, prepare
 from .preprocessing import preprocessing_of
 from .tfutil import import_tensorflow, native_output_filtered
 
@@ -56,7 +56,7 @@ class ExportedModel:
     def pixels_of(self, encoded: bytes) -> np.ndarray:
         """One encoded image as the model sees it: ``[s, s, 3]`` in [0, 1], decoded and resized
         by the same functions as inside the model."""
-        return to_input(decode(encoded), self.input_size, preprocessing_of(self.record)).numpy()
+        return prepare(decode(encoded), self.input_size, preprocessing_of(self.record)).numpy()
 
     def predict_pixels(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Class probabilities of network-sized images ``[N, s, s, 3]`` in [0, 1]."""

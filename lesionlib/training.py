@@ -1,16 +1,15 @@
-"""Training the classifier head on cached bottlenecks, and saving what was trained.
+"""The classifier head's plumbing: its data, its records, and its recipe for later uses.
 
-The head is what the original ``retrain.py`` added on top of the frozen network: one softmax
-layer. Here it also standardises the features (a ``Normalization`` layer fitted on the
-training part) and has dropout and L2 regularisation, class weights for the unbalanced
-classes, and early stopping on the validation loss.
+Notebook 03 writes the head out in Keras (standardisation, dropout, a softmax layer with L2),
+compiles and fits it. :func:`train_head` is the same recipe for second and later uses
+(notebook 06, the benchmarks): early stopping on the validation loss, class weights for the
+unbalanced classes. :func:`save_head` and :func:`load_head` keep a head with its record.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,64 +24,58 @@ from .tfutil import import_tensorflow
 
 @dataclass(frozen=True)
 class HeadConfig:
-    """The knobs of head training. ``steps`` (if set) counts batches, as ``retrain.py`` did."""
+    """The knobs of :func:`train_head`, as notebook 03 sets them."""
 
-    # Strong regularisation: with about a thousand training images and 1,280 features each,
-    # the head otherwise overfits within a few epochs. Chosen by benchmarks/head_settings.py
-    # (balanced accuracy on lesions held out of the training + validation part of HAM10000,
-    # workshop profile, shared MobileNet V2): 0.682 +- 0.014, against 0.654 for L2 0.01.
-    # (Measured with the original preprocessing, before the workshop profile's changed.)
     learning_rate: float = 3e-4
     epochs: int = 300
-    steps: int | None = None  # e.g. 4000, the original's default; overrides ``epochs``
     batch_size: int = 64
     dropout: float = 0.5
+    # Strong regularisation: with about a thousand training images and 1,280 features each,
+    # the head otherwise memorises within a few epochs. Chosen on validation lesions of
+    # HAM10000 by benchmarks/head_settings.py; notebook 03 measures it again on your data.
     l2: float = 1.0
     class_weighting: bool = True
-    # How class_weighting balances the classes. "weights": every image counts, rarer classes
-    # more; "sampling": each batch draws the classes equally often (rarer images are seen more
-    # often instead of weighing more). Neither when class_weighting is False.
-    balance: str = "weights"
-    hidden: int = 0  # units of a hidden ReLU layer before the softmax; 0: none, as the original
     patience: int = 20  # epochs without a better validation loss before stopping
     seed: int = 42
-
-    def __post_init__(self) -> None:
-        if self.balance not in ("weights", "sampling"):
-            raise ValueError(f"balance={self.balance!r}: use 'weights' or 'sampling'.")
 
 
 @dataclass
 class TrainedHead:
     model: object  # a keras.Model taking bottlenecks, returning one probability per class
     history: pd.DataFrame  # loss and accuracy per epoch, training and validation
-    config: HeadConfig
     best_epoch: int
 
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        """Class probabilities ``[N, len(CLASSES)]``.
+    def __call__(self, features, training: bool = False):
+        """Called like the Keras model it holds."""
+        return self.model(features, training=training)
 
-        Calls the model directly: ``model.predict`` retraces (and warns) for every new number
-        of rows, and the head is small enough to run on all rows at once.
-        """
-        return np.asarray(self.model(np.asarray(features, dtype=np.float32), training=False))
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Class probabilities ``[N, len(CLASSES)]``."""
+        return probabilities(self.model, features)
+
+
+def probabilities(model, features: np.ndarray) -> np.ndarray:
+    """A head's class probabilities for ``features``, all rows at once.
+
+    Calls the model directly: ``model.predict`` retraces (and warns) for every new number of
+    rows, and a head is small enough to run on all rows at once.
+    """
+    return np.asarray(model(np.asarray(features, dtype=np.float32), training=False))
 
 
 def label_indices(labels: pd.Series) -> np.ndarray:
     return labels.map({c: i for i, c in enumerate(CLASSES)}).to_numpy(dtype=np.int64)
 
 
-def part_rows(bottlenecks: Bottlenecks, part: pd.Series, name: str,
-              with_copies: bool = False) -> np.ndarray:
-    """Which bottleneck rows belong to one part; augmented copies only when asked (training)."""
-    rows = part.reindex(bottlenecks.index).to_numpy() == name
-    return rows if with_copies else rows & (bottlenecks.copy == 0)
+def part_rows(bottlenecks: Bottlenecks, part: pd.Series, name: str) -> np.ndarray:
+    """Which bottleneck rows belong to one part."""
+    return part.reindex(bottlenecks.index).to_numpy() == name
 
 
-def arrays(bottlenecks: Bottlenecks, manifest: pd.DataFrame, part: pd.Series, name: str,
-           with_copies: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Features and class indices of one part (rows as :func:`part_rows` picks them)."""
-    rows = part_rows(bottlenecks, part, name, with_copies)
+def arrays(bottlenecks: Bottlenecks, manifest: pd.DataFrame, part: pd.Series,
+           name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Features and class indices of one part."""
+    rows = part_rows(bottlenecks, part, name)
     labels = manifest.loc[bottlenecks.index[rows], "label"]
     return bottlenecks.features[rows], label_indices(labels)
 
@@ -96,72 +89,57 @@ def class_weights(y: np.ndarray) -> dict[int, float]:
     return {i: float(w) for i, w in enumerate(weights)}
 
 
-def build_head(x_train: np.ndarray, config: HeadConfig):
-    """Normalization (fitted on ``x_train``) -> dropout -> softmax over the three classes."""
+def build_head(x_train: np.ndarray, config: HeadConfig = HeadConfig()):
+    """Notebook 03's head: standardisation (fitted on ``x_train``), dropout, a softmax layer
+    with L2; compiled."""
     import_tensorflow()
     import keras
 
-    normalize = keras.layers.Normalization(name="standardize")
-    normalize.adapt(x_train)
-    inputs = keras.Input((x_train.shape[1],), name="bottleneck")
-    hidden = keras.layers.Dropout(config.dropout, name="dropout")(normalize(inputs))
-    if config.hidden:
-        hidden = keras.layers.Dense(config.hidden, activation="relu", name="hidden",
-                                    kernel_regularizer=keras.regularizers.L2(config.l2))(hidden)
-        hidden = keras.layers.Dropout(config.dropout, name="hidden_dropout")(hidden)
-    outputs = keras.layers.Dense(len(CLASSES), activation="softmax", name="probabilities",
-                                 kernel_regularizer=keras.regularizers.L2(config.l2))(hidden)
-    model = keras.Model(inputs, outputs, name="head")
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
+    standardize = keras.layers.Normalization(name="standardize")
+    standardize.adapt(x_train)
+    head = keras.Sequential([
+        keras.Input((x_train.shape[1],), name="bottleneck"),
+        standardize,
+        keras.layers.Dropout(config.dropout, name="dropout"),
+        keras.layers.Dense(len(CLASSES), activation="softmax", name="probabilities",
+                           kernel_regularizer=keras.regularizers.L2(config.l2)),
+    ], name="head")
+    head.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                 loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return head
 
 
 def train_head(train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray, np.ndarray],
                config: HeadConfig = HeadConfig()) -> TrainedHead:
-    """Fit the head; repeatable for a seed; stops early and keeps the best validation weights."""
+    """Fit :func:`build_head` as notebook 03 does; repeatable for a seed; stops early and keeps
+    the best validation weights."""
     tf = import_tensorflow()
     import keras
 
     keras.utils.set_random_seed(config.seed)
     x_train, y_train = train
-    epochs = config.epochs
-    if config.steps is not None:
-        epochs = max(1, math.ceil(config.steps * config.batch_size / len(x_train)))
-    model = build_head(x_train, config)
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
-                                         restore_best_weights=True)
-    # Datasets built once, with the class weights as per-image weights: Keras's own
-    # `class_weight` and NumPy inputs cost it ~80 ms of overhead per epoch, this ~20 ms.
-    weighted = config.class_weighting and config.balance == "weights"
-    weights = class_weights(y_train) if weighted else dict.fromkeys(range(len(CLASSES)), 1.0)
-    per_image = np.array([weights[label] for label in y_train], dtype=np.float32)
-    if config.class_weighting and config.balance == "sampling":
-        batches = _balanced_batches(tf, x_train, y_train, per_image, config)
-    else:
-        batches = (tf.data.Dataset.from_tensor_slices((x_train, y_train, per_image)).cache()
-                   .shuffle(len(x_train), seed=config.seed).batch(config.batch_size))
+    head = build_head(x_train, config)
+    batches = (tf.data.Dataset.from_tensor_slices(train).cache()
+               .shuffle(len(x_train), seed=config.seed).batch(config.batch_size))
     checks = tf.data.Dataset.from_tensor_slices(validation).batch(4096).cache()
-    fitted = model.fit(batches, validation_data=checks, epochs=epochs, shuffle=False,
-                       verbose=0, callbacks=[stop])
-    history = pd.DataFrame(fitted.history).rename_axis("epoch")
-    history.index += 1
-    return TrainedHead(model, history, config, int(history["val_loss"].idxmin()))
+    fitted = head.fit(batches, validation_data=checks, epochs=config.epochs, verbose=0,
+                      class_weight=class_weights(y_train) if config.class_weighting else None,
+                      callbacks=[keras.callbacks.EarlyStopping(
+                          monitor="val_loss", patience=config.patience, restore_best_weights=True)])
+    history = history_table(fitted.history)
+    return TrainedHead(head, history, int(history["val_loss"].idxmin()))
 
 
-def _balanced_batches(tf, x: np.ndarray, y: np.ndarray, per_image: np.ndarray, config: HeadConfig):
-    """An epoch of as many images as ``x`` holds, each drawn from every present class equally
-    often (rare images repeat within an epoch)."""
-    present = [c for c in range(len(CLASSES)) if (y == c).any()]
-    streams = [tf.data.Dataset.from_tensor_slices((x[y == c], y[y == c], per_image[y == c])).cache()
-               .shuffle(int((y == c).sum()), seed=config.seed + c).repeat() for c in present]
-    mixed = tf.data.Dataset.sample_from_datasets(streams, seed=config.seed,
-                                                 rerandomize_each_iteration=True)  # new draws each epoch
-    return mixed.take(len(x)).batch(config.batch_size)
+def history_table(history: dict) -> pd.DataFrame:
+    """Keras's ``fit(...).history`` as a table, one row per epoch, counted from 1."""
+    table = pd.DataFrame(history).rename_axis("epoch")
+    table.index += 1
+    return table
 
 
-def scores(trained: TrainedHead, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Accuracy and balanced accuracy (the mean of per-class recall) on one part.
+def scores(head, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Accuracy and balanced accuracy (the mean of per-class recall) of a head (a Keras model
+    or a :class:`TrainedHead`) on one part.
 
     A part with no images gets ``None`` for both: there is nothing to score.
     """
@@ -169,7 +147,7 @@ def scores(trained: TrainedHead, x: np.ndarray, y: np.ndarray) -> dict[str, floa
 
     if len(y) == 0:
         return {"images": 0, "accuracy": None, "balanced accuracy": None}
-    predicted = trained.predict(x).argmax(axis=1)
+    predicted = probabilities(head, x).argmax(axis=1)
     return {"images": int(len(y)), "accuracy": round(float(accuracy_score(y, predicted)), 4),
             "balanced accuracy": round(float(balanced_accuracy_score(y, predicted)), 4)}
 
@@ -188,21 +166,20 @@ def learning_curves_figure(history: pd.DataFrame, best_epoch: int):
     return figure
 
 
-def save_head(trained: TrainedHead, folder: Path, record: dict) -> Path:
-    """Write ``head.keras``, ``labels.txt`` (the original's output), ``training.json`` and
-    ``history.csv`` into ``folder``, each atomically. ``record`` adds settings and metrics."""
+def save_head(model, history: pd.DataFrame, folder: Path, record: dict) -> Path:
+    """Write ``head.keras``, ``labels.txt`` (the original's output), ``training.json`` (the
+    ``record``: settings, split, scores) and ``history.csv`` into ``folder``, each atomically."""
     folder = Path(folder)
     with fsutil.atomic_path(folder / "head.keras") as temporary:
-        trained.model.save(temporary)
+        model.save(temporary)
     fsutil.write_text_atomic(folder / "labels.txt", "\n".join(CLASSES) + "\n")
-    fsutil.write_json_atomic(folder / "training.json", {
-        "head": asdict(trained.config), "best_epoch": trained.best_epoch, **record})
-    fsutil.write_atomic(folder / "history.csv", lambda out: trained.history.to_csv(out))
+    fsutil.write_json_atomic(folder / "training.json", record)
+    fsutil.write_atomic(folder / "history.csv", lambda out: history.to_csv(out))
     return folder
 
 
-def load_head(folder: Path) -> tuple[TrainedHead, dict]:
-    """The head saved by :func:`save_head` and its record (``training.json``)."""
+def load_head(folder: Path) -> tuple[object, dict]:
+    """The Keras head saved by :func:`save_head`, and its record (``training.json``)."""
     import_tensorflow()
     import keras
 
@@ -210,14 +187,15 @@ def load_head(folder: Path) -> tuple[TrainedHead, dict]:
     if not (folder / "head.keras").is_file():
         raise ManifestError(f"No trained head in {folder}. Run notebook 03 first.")
     record = json.loads((folder / "training.json").read_text(encoding="utf-8"))
-    # Read as text and convert with Python's float(): pandas < 3 parses floats in CSV with
-    # a fast parser that can be one unit in the last place off, so the history did not
-    # come back equal; float_precision="round_trip" is deprecated in pandas 3.
-    history = pd.read_csv(folder / "history.csv", dtype=str)
-    history = history.astype(float).astype({"epoch": int}).set_index("epoch")
-    trained = TrainedHead(keras.models.load_model(folder / "head.keras"), history,
-                          HeadConfig(**record["head"]), record["best_epoch"])
-    return trained, record
+    return keras.models.load_model(folder / "head.keras"), record
+
+
+def load_history(folder: Path) -> pd.DataFrame:
+    """``history.csv`` of a saved head, as :func:`history_table` made it."""
+    # Read as text and converted with Python's float(): pandas < 3 parses floats in CSV with a
+    # fast parser that can be one unit in the last place off.
+    history = pd.read_csv(Path(folder) / "history.csv", dtype=str)
+    return history.astype(float).astype({"epoch": int}).set_index("epoch")
 
 
 def record_digest(record: dict) -> str:

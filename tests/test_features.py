@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from lesionlib import backbones, dataset, features, synthetic
+from lesionlib import backbones, dataset, features, preprocessing, synthetic
 
 MOBILENET = "weights/tfhub/mobilenet_v2_100_224_feature_vector"
 
@@ -28,7 +28,7 @@ def _extract(settings, manifest, backbone, **options):
 def test_tiny_backbone_gives_fixed_features(smoke):
     settings, manifest, backbone = smoke
     first = _extract(settings, manifest, backbone)
-    assert first.features.shape == (len(manifest), backbone.feature_dim)
+    assert first.features.shape == (len(manifest), backbone.spec.feature_dim)
     assert (first.computed, first.reused) == (len(manifest), 0)
     assert list(first.index) == list(manifest.index)
     again = _extract(settings, manifest, backbone)
@@ -71,11 +71,10 @@ def test_cache_folders_differ_by_backbone_and_preprocessing(smoke):
     _, _, backbone = smoke
     key = features.cache_key(backbone, features.Preprocessing())
     assert key == features.cache_key(backbone, features.Preprocessing())
-    other_weights = backbones.Backbone(backbone.spec, "folder:0123", backbone.model)
-    other_range = backbones.Backbone(dataclasses.replace(backbone.spec, value_range=(-1.0, 1.0)),
-                                     backbone.identity, backbone.model)
+    other_weights = dataclasses.replace(backbone, identity="folder:0123")
+    other_size = dataclasses.replace(backbone, spec=dataclasses.replace(backbone.spec, input_size=96))
     others = {features.cache_key(other_weights, features.Preprocessing()),
-              features.cache_key(other_range, features.Preprocessing()),
+              features.cache_key(other_size, features.Preprocessing()),
               features.cache_key(backbone, features.Preprocessing(method="nearest")),
               features.cache_key(backbone, features.Preprocessing(antialias=False)),
               features.cache_key(backbone, features.Preprocessing(crop=True)),
@@ -90,7 +89,7 @@ def test_caches_of_the_original_preprocessing_keep_their_folder(smoke):
     import json
 
     before = {"format": features.FORMAT, "backbone": backbone.identity,  # the key before crop & co.
-              "input_size": backbone.spec.input_size, "value_range": list(backbone.spec.value_range),
+              "input_size": backbone.spec.input_size, "value_range": [0.0, 1.0],
               "method": "bilinear", "antialias": True}
     digest = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
     assert features.cache_key(backbone, features.Preprocessing()).endswith(digest)
@@ -105,16 +104,16 @@ def _image(pixels: np.ndarray):
 def test_centre_crop_keeps_the_middle_square_unsqueezed():
     pixels = np.zeros((40, 80, 3), np.float32)
     pixels[:, 20:60] = 1.0  # a white square in the middle of a black 2:1 picture
-    whole = features.to_input(_image(pixels), 40).numpy()
-    cropped = features.to_input(_image(pixels), 40, features.Preprocessing(crop=True)).numpy()
+    whole = preprocessing.prepare(_image(pixels), 40).numpy()
+    cropped = preprocessing.prepare(_image(pixels), 40, features.Preprocessing(crop=True)).numpy()
     assert cropped.min() > 0.99  # only the white middle is left
     assert whole.mean() == pytest.approx(0.5, abs=0.02)  # squeezed: black sides still there
 
 
 def test_a_common_resolution_removes_fine_detail():
     pixels = np.tile(np.array([0.0, 1.0], np.float32), 32)[None, :, None] * np.ones((64, 1, 3), np.float32)
-    sharp = features.to_input(_image(pixels), 64).numpy()
-    coarse = features.to_input(_image(pixels), 64, features.Preprocessing(resolution=16)).numpy()
+    sharp = preprocessing.prepare(_image(pixels), 64).numpy()
+    coarse = preprocessing.prepare(_image(pixels), 64, features.Preprocessing(resolution=16)).numpy()
     assert sharp.std() > 0.4 and coarse.std() < 0.05  # one-pixel stripes are gone at 16 pixels
 
 
@@ -122,10 +121,10 @@ def test_shades_of_gray_removes_a_colour_cast():
     rng = np.random.default_rng(0)
     scene = rng.uniform(0.2, 0.8, (32, 32, 1)) * np.ones((1, 1, 3))
     cast = (scene * np.array([0.9, 0.6, 0.4])).astype(np.float32)  # the same scene under warm light
-    fixed = features.to_input(_image(cast), 32, features.Preprocessing(colour="shades_of_gray")).numpy()
+    fixed = preprocessing.prepare(_image(cast), 32, features.Preprocessing(colour="shades_of_gray")).numpy()
     means = fixed.reshape(-1, 3).mean(axis=0)
     assert means.max() - means.min() < 0.01  # grey again
-    grey = features.shades_of_gray(_image(scene.astype(np.float32))).numpy()
+    grey = preprocessing.shades_of_gray(_image(scene.astype(np.float32))).numpy()
     np.testing.assert_allclose(grey, scene, atol=1e-3)  # a grey scene is left as it is
 
 
@@ -172,9 +171,9 @@ def test_an_interrupted_run_keeps_its_finished_shards(smoke, monkeypatch):
             raise KeyboardInterrupt  # the learner pressed stop during the fourth batch
         return backbone.model(images)
 
-    interrupted = backbones.Backbone(backbone.spec, backbone.identity, flaky)
     with pytest.raises(KeyboardInterrupt):
-        features.extract(manifest, interrupted, settings.bottleneck_dir, progress=False, batch_size=8)
+        features.extract(manifest, backbone, settings.bottleneck_dir, network=flaky, progress=False,
+                         batch_size=8)
     resumed = _extract(settings, manifest, backbone)
     # three batches of 8 were done: 16 rows went to a shard when it was full, the other 8 on
     # the way out of the interrupted run; none of the 24 is computed again
@@ -195,15 +194,35 @@ def test_unreadable_images_are_reported_and_skipped(smoke):
     assert list(result.index) == list(broken.index[2:])  # rows stay aligned with their images
 
 
-def test_augmented_copies_are_fixed_and_cached(smoke):
+def test_a_pipeline_and_network_of_ones_own_fill_the_same_cache(smoke):
+    """Notebook 03 writes its own ``load`` and loads the network itself with hub.load: what they
+    compute is what the library's defaults compute, stored under the same entries."""
+    import tensorflow as tf
+    import tensorflow_hub as hub
+
     settings, manifest, backbone = smoke
-    augmentation = features.Augmentation(copies=2, seed=3)
-    first = _extract(settings, manifest.head(10), backbone, augmentation=augmentation)
-    assert len(first.features) == 30 and sorted(set(first.copy)) == [0, 1, 2]
-    originals, copies = first.features[first.copy == 0], first.features[first.copy == 1]
-    assert not np.allclose(originals, copies)  # a copy is a different picture...
-    again = _extract(settings, manifest.head(10), backbone, augmentation=augmentation)
-    assert again.computed == 0 and np.array_equal(again.features, first.features)  # ...always the same one
+    network = hub.load(str(backbone.folder))
+
+    def load(path):
+        image = tf.image.convert_image_dtype(tf.io.decode_jpeg(tf.io.read_file(path), channels=3), tf.float32)
+        return preprocessing.prepare(image, backbone.spec.input_size, settings.preprocessing)
+
+    own = _extract(settings, manifest, backbone, network=network, load=load,
+                   preprocessing=settings.preprocessing)
+    assert own.computed == len(manifest)
+    shutil.rmtree(settings.bottleneck_dir)
+    library = _extract(settings, manifest, backbone, preprocessing=settings.preprocessing)
+    np.testing.assert_allclose(own.features, library.features, atol=1e-6)
+
+
+def test_the_tiny_stand_in_is_a_savedmodel_like_any_other(smoke):
+    import tensorflow_hub as hub
+
+    settings, manifest, backbone = smoke
+    assert (backbone.folder / "saved_model.pb").is_file()
+    assert backbones.fetch(settings).folder == backbone.folder  # saved once, then found
+    images = np.random.default_rng(0).uniform(size=(2, 64, 64, 3)).astype(np.float32)
+    np.testing.assert_allclose(hub.load(str(backbone.folder))(images), backbone(images), atol=1e-6)
 
 
 def test_registry_names_and_handles_resolve():
@@ -239,7 +258,7 @@ def test_a_cached_handle_loads_without_network(make_settings, tmp_path):
                                   input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)])
     tf.saved_model.save(module, str(settings.tfhub_cache_dir / hashlib.sha1(handle.encode()).hexdigest()))
     backbone = backbones.load(settings)
-    assert (backbone.spec.input_size, backbone.feature_dim) == (32, 3)
+    assert (backbone.spec.input_size, backbone.spec.feature_dim) == (32, 3)
     assert backbone.identity == handle
 
 
@@ -247,7 +266,7 @@ def test_shared_mobilenet_features(make_settings, ham10000):
     folder = ham10000.parent.parent / MOBILENET
     settings = make_settings(data_source=ham10000, backbone=folder)
     backbone = backbones.load(settings)
-    assert (backbone.spec.input_size, backbone.feature_dim) == (224, 1280)
+    assert (backbone.spec.input_size, backbone.spec.feature_dim) == (224, 1280)
     assert backbone.spec.name == "mobilenet_v2_100_224_feature_vector"
     manifest = dataset.prepare(settings, progress=False).manifest.head(40)
     result = features.extract(manifest, backbone, settings.bottleneck_dir, progress=False)

@@ -6,11 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lesionlib import dataset, evaluation, explore, generalization, splits, training
-from lesionlib.features import Augmentation, Preprocessing, extract
+from lesionlib import dataset, explore, generalization, splits, training
+from lesionlib.preprocessing import Preprocessing
 from lesionlib.generalization import Recipe
 from lesionlib.settings import NO_SOURCE, SYNTHETIC_OTHER_CLINIC, SettingsError
-from lesionlib.taxonomy import CLASSES
 
 QUICK = training.HeadConfig(epochs=80, patience=10)
 
@@ -108,53 +107,18 @@ def test_a_recipe_for_the_other_camera_repairs_the_drop(smoke_sources):
     repair = Preprocessing(crop=True, resolution=32, colour="shades_of_gray")
     recipes = (Recipe("original"), Recipe("repaired", repair))
     original, repaired = (generalization.evaluate(recipe, backbone, sources.manifest, part,
-                                                  settings.bottleneck_dir, resamples=200)
+                                                  settings.bottleneck_dir, resamples=200,
+                                                  parts=("validation", "test", splits.HELD_OUT))
                           for recipe in recipes)
     held_out = original.auc[splits.HELD_OUT]["estimate"]
     assert original.auc["test"]["estimate"] > held_out + 0.05  # the drop on the other camera's images
     assert repaired.auc[splits.HELD_OUT]["estimate"] > held_out + 0.05  # and its repair
     table = generalization.comparison([original, repaired])
     assert list(table.index) == ["original", "repaired"]
-    assert {"AUC same source", "AUC held-out source", "features (s)", "head (s)"} <= set(table.columns)
+    assert {"AUC validation", "AUC same source (test)", "AUC held-out source", "features (s)",
+            "head (s)"} <= set(table.columns)
     low, high = map(float, table.loc["original", "AUC held-out source 95% interval"].split("–"))
     assert low <= table.loc["original", "AUC held-out source"] <= high
-
-
-def test_test_time_augmentation_averages_each_image_with_its_copies(trained_smoke):
-    settings, manifest, backbone, _, part, head = trained_smoke
-    rows = manifest[part == "test"]
-    copies = extract(rows, backbone, settings.bottleneck_dir, augmentation=Augmentation(3, seed=1),
-                     progress=False)
-    plain = evaluation.predict_part(head, copies, manifest, part, "test")
-    averaged = evaluation.predict_part(head, copies, manifest, part, "test", tta=True)
-    assert list(averaged.index) == list(plain.index) == list(rows.index)
-    first = rows.index[0]
-    expected = head.predict(copies.features[copies.index == first]).mean(axis=0)
-    got = averaged.loc[first, evaluation.PROBABILITY].to_numpy(float)
-    np.testing.assert_allclose(got, expected, atol=1e-6)
-    assert not np.allclose(averaged[evaluation.PROBABILITY], plain[evaluation.PROBABILITY])
-
-
-def test_class_balanced_sampling_draws_classes_equally(trained_smoke):
-    import tensorflow as tf
-
-    y = np.array([0] * 80 + [1] * 15 + [2] * 5)
-    x = np.arange(len(y), dtype=np.float32)[:, None]
-    config = training.HeadConfig(balance="sampling", batch_size=10)
-    batches = training._balanced_batches(tf, x, y, np.ones(len(y)), config)
-    drawn = np.concatenate([batch[1].numpy() for batch in batches])
-    assert len(drawn) == len(y)
-    assert np.abs(np.bincount(drawn, minlength=3) / len(y) - 1 / 3).max() < 0.12
-    with pytest.raises(ValueError, match="balance"):
-        training.HeadConfig(balance="magic")
-
-
-def test_a_hidden_layer_can_be_asked_for(trained_smoke):
-    _, manifest, _, bottlenecks, part, _ = trained_smoke
-    train = training.arrays(bottlenecks, manifest, part, "train")
-    model = training.build_head(train[0], training.HeadConfig(hidden=16))
-    assert model.get_layer("hidden").units == 16
-    assert model.output_shape == (None, len(CLASSES))
 
 
 def test_per_source_scores_and_the_sources_figure(smoke_sources):
@@ -163,7 +127,7 @@ def test_per_source_scores_and_the_sources_figure(smoke_sources):
 
     outcome = generalization.evaluate(Recipe("both", head=QUICK), backbones.load(settings),
                                       sources.manifest, sources.split_together(seed=42),
-                                      settings.bottleneck_dir, resamples=100)
+                                      settings.bottleneck_dir, resamples=100, parts=("test",))
     table = generalization.per_source(outcome.predictions["test"], sources.manifest, resamples=100)
     assert list(table.index) == ["synthetic", SYNTHETIC_OTHER_CLINIC]
     assert table["images"].sum() == len(outcome.predictions["test"])

@@ -3,8 +3,6 @@ with what the original wrote."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,8 +12,7 @@ from lesionlib.taxonomy import CLASSES
 
 
 def test_scores_of_an_empty_part_are_none_not_an_error():
-    trained = training.TrainedHead(model=None, history=pd.DataFrame(), config=training.HeadConfig(),
-                                   best_epoch=0)
+    trained = training.TrainedHead(model=None, history=pd.DataFrame(), best_epoch=0)
     empty = (np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.int64))
     assert training.scores(trained, *empty) == {"images": 0, "accuracy": None,
                                                 "balanced accuracy": None}
@@ -46,41 +43,41 @@ def test_training_is_repeatable_and_learns_the_smoke_set(make_settings):
     assert first_scores["balanced accuracy"] > 0.6  # the drawings are easy to tell apart
 
 
-def test_steps_are_counted_as_the_original_did():
-    rng = np.random.default_rng(0)
-    train = (rng.normal(size=(45, 8)).astype("float32"), rng.integers(0, 3, 45))
-    head = training.train_head(train, train, training.HeadConfig(steps=20, batch_size=10,
-                                                                 patience=1000))
-    assert len(head.history) == np.ceil(20 * 10 / 45)  # 5 epochs of 45 images: 200 images
-
-
-def test_arrays_keep_features_and_labels_together_and_copies_in_training_only():
+def test_arrays_keep_features_and_labels_together():
     manifest = pd.DataFrame({"label": ["benign", "malignant", "indeterminate", "benign"]},
                             index=[10, 11, 12, 13])
     part = pd.Series(["train", "train", "test", "validation"], index=manifest.index)
-    # rows as extract() returns them: image 11 failed; 10 and 12 have one augmented copy
-    bottlenecks = features.Bottlenecks(
-        features=np.array([[10.0], [10.5], [12.0], [12.5], [13.0]], dtype=np.float32),
-        index=pd.Index([10, 10, 12, 12, 13]), copy=np.array([0, 1, 0, 1, 0]))
-    x, y = training.arrays(bottlenecks, manifest, part, "train", with_copies=True)
-    assert x[:, 0].tolist() == [10.0, 10.5] and y.tolist() == [0, 0]
-    x, y = training.arrays(bottlenecks, manifest, part, "test", with_copies=False)
+    # rows as extract() returns them: image 11 failed
+    bottlenecks = features.Bottlenecks(features=np.array([[10.0], [12.0], [13.0]], dtype=np.float32),
+                                       index=pd.Index([10, 12, 13]))
+    x, y = training.arrays(bottlenecks, manifest, part, "train")
+    assert x[:, 0].tolist() == [10.0] and y.tolist() == [0]
+    x, y = training.arrays(bottlenecks, manifest, part, "test")
     assert x[:, 0].tolist() == [12.0] and y.tolist() == [CLASSES.index("indeterminate")]
     x, _ = training.arrays(bottlenecks, manifest, part, "validation")
     assert x[:, 0].tolist() == [13.0]
 
 
+def test_the_head_is_notebook_03s_and_its_l2_is_the_configs():
+    x = np.random.default_rng(0).normal(2.0, 3.0, size=(50, 6)).astype("float32")
+    head = training.build_head(x, training.HeadConfig(l2=0.5, dropout=0.25))
+    assert [layer.name for layer in head.layers] == ["standardize", "dropout", "probabilities"]
+    assert head.get_layer("dropout").rate == 0.25
+    assert head.get_layer("probabilities").kernel_regularizer.l2 == pytest.approx(0.5)
+    standardized = head.get_layer("standardize")(x).numpy()
+    assert abs(standardized.mean()) < 1e-4 and standardized.std() == pytest.approx(1.0, abs=1e-3)
+
+
 def test_saved_head_reloads_with_labels_and_record(make_settings):
     settings = make_settings(profile="smoke")
     head, scores = _trained(settings, epochs=5)
-    folder = training.save_head(head, settings.head_dir, {"test": scores})
+    folder = training.save_head(head.model, head.history, settings.head_dir, {"test": scores})
     assert (folder / "labels.txt").read_text().split() == list(CLASSES)
     loaded, record = training.load_head(folder)
-    assert record["test"] == scores and loaded.config == head.config
-    assert loaded.history.equals(head.history) and loaded.best_epoch == head.best_epoch
+    assert record == {"test": scores}
+    assert training.load_history(folder).equals(head.history)
     probe = np.random.default_rng(0).normal(size=(4, head.model.input_shape[-1])).astype("float32")
-    assert np.allclose(loaded.predict(probe), head.predict(probe), atol=1e-6)
-    assert json.loads((folder / "training.json").read_text())["best_epoch"] == head.best_epoch
+    assert np.allclose(training.probabilities(loaded, probe), head.predict(probe), atol=1e-6)
 
 
 def test_loading_without_a_trained_head_says_what_to_run(tmp_path):
