@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import LesionlibError, fsutil, net
-from .settings import Settings
+from .settings import IMAGENET, Settings
 from .tfutil import import_tensorflow
 
 TINY = "tiny"
@@ -196,3 +196,29 @@ def load(settings: Settings) -> Backbone:
     probe = model(tf.zeros([1, size, size, 3]))
     spec = BackboneSpec(spec.name, spec.handle, size, int(probe.shape[-1]), spec.description)
     return Backbone(spec, backbone.identity, backbone.folder, model)
+
+
+KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
+
+
+def keras_weights(settings: Settings, alpha: float = 1.0, size: int = 224) -> str | None:
+    """The ``weights=`` for ``keras.applications.MobileNetV2`` (notebook 03's fine-tuning): a
+    local file, or None for random weights (the smoke profile). ``imagenet`` is downloaded
+    once into ``data/cache/keras/``; offline, this stops within seconds and names the fix."""
+    if settings.keras_weights != IMAGENET:
+        return None if settings.keras_weights is None else str(settings.keras_weights)
+    name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{size}_no_top.h5"
+    cached = settings.cache_dir / "keras" / name
+    if not cached.is_file():
+        reason = net.probe(KERAS_WEIGHTS + name)
+        if reason:
+            raise BackboneUnavailable(
+                f"Could not download the ImageNet weights of MobileNet V2 ({reason}). Without "
+                "internet, set LESIONLIB_KERAS_WEIGHTS to a local copy, e.g. ../shared/weights/"
+                "keras/mobilenet_v2_1.0_224_float_no_top.weights.h5, or to 'none' (random weights).")
+        import_tensorflow()
+        import keras
+
+        keras.utils.get_file(name, KERAS_WEIGHTS + name, cache_dir=str(settings.cache_dir),
+                             cache_subdir="keras")
+    return str(cached)

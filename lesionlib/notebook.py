@@ -80,7 +80,8 @@ def _show_lesson_error(shell, kind, error, traceback, tb_offset=None) -> None:
 
 
 def setup() -> Settings:
-    """Settings, versions and plotting style for a notebook; errors the learner can fix shown plainly."""
+    """Settings, versions and plotting style for a notebook; errors the learner can fix shown
+    plainly; TensorFlow imported quietly, so the notebook's own ``import tensorflow`` is too."""
     try:
         shell = get_ipython()  # type: ignore[name-defined]  # noqa: F821 (defined in IPython)
         shell.set_custom_exc((LesionlibError,), _show_lesson_error)
@@ -89,6 +90,9 @@ def setup() -> Settings:
     import matplotlib
     import seaborn as sns
 
+    from .backbones import import_hub
+
+    import_hub()  # TensorFlow and TF Hub imported once, without their start-up noise
     matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 120})
     sns.set_theme(context="notebook", style="whitegrid")
     settings = load_settings()

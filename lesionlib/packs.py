@@ -6,11 +6,12 @@ on poor Wi-Fi.
 
 A pack holds the images notebook 01 chose, in the ISIC download layout (``metadata.csv`` and
 ``<image_id>.jpg``, so notebook 01 imports them like any download, checks and all); the
-second collection of notebook 06 if one is set; the backbone's SavedModel folder; ``pack.json``
+second collection of notebook 06 if one is set; the backbone's SavedModel folder; the Keras
+MobileNet V2 weights that notebook 03 fine-tunes (unless the profile uses none); ``pack.json``
 (what the pack is) and ``SHA256SUMS`` (the checksum of every other file, in the format
 ``sha256sum -c`` reads). Unpacked into ``LESIONLIB_HOME/pack/``, it is where the settings
-look when ``LESIONLIB_DATA_SOURCE``, ``LESIONLIB_BACKBONE`` and ``LESIONLIB_EXTERNAL_SOURCE``
-are not set (see :mod:`lesionlib.settings`).
+look when ``LESIONLIB_DATA_SOURCE``, ``LESIONLIB_BACKBONE``, ``LESIONLIB_KERAS_WEIGHTS`` and
+``LESIONLIB_EXTERNAL_SOURCE`` are not set (see :mod:`lesionlib.settings`).
 """
 
 from __future__ import annotations
@@ -105,6 +106,11 @@ def make(settings: Settings, target: Path, progress: bool = True) -> dict:
             info["external_counts"] = _write_collection(external, staging / info["external"])
         if backbone_folder is not None:
             shutil.copytree(backbone_folder, staging / info["backbone"])
+        weights = backbones.keras_weights(settings)  # fine-tuning's; downloaded once if "imagenet"
+        info["keras_weights"] = f"keras/{Path(weights).name}" if weights else None
+        if weights:
+            (staging / "keras").mkdir()
+            shutil.copyfile(weights, staging / info["keras_weights"])
         (staging / PACK_FILE).write_text(json.dumps(info, indent=2) + "\n")
         files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
         (staging / SUMS_FILE).write_text("".join(f"{sha256_of(staging / f)}  {f}\n" for f in files))

@@ -8,6 +8,9 @@ variable                   meaning
 ``LESIONLIB_PROFILE``      ``smoke`` | ``workshop`` (default) | ``full``
 ``LESIONLIB_DATA_SOURCE``  ``isic-archive`` (download), ``synthetic``, or a local folder
 ``LESIONLIB_BACKBONE``     a registry name, a TF Hub / Kaggle handle or a local model folder
+``LESIONLIB_KERAS_WEIGHTS`` ImageNet weights of Keras MobileNet V2, for fine-tuning (notebook
+                           03): ``imagenet`` (Keras downloads them), a ``.weights.h5`` file,
+                           or ``none`` (random weights: the smoke profile's stand-in)
 ``LESIONLIB_HOME``         where ``data/`` and ``build/`` go (default: the repository root)
 ``LESIONLIB_ISIC_API``     base URL of the ISIC Archive API v2 (tests point it at loopback)
 =========================  ================================================================
@@ -40,8 +43,19 @@ SYNTHETIC = "synthetic"
 # would take them (another light, softer focus, closer framing). For notebook 06.
 SYNTHETIC_OTHER_CLINIC = "synthetic-other-clinic"
 NO_SOURCE = "none"
+IMAGENET = "imagenet"  # LESIONLIB_KERAS_WEIGHTS: Keras downloads them
 DEFAULT_ISIC_API = "https://api.isic-archive.com/api/v2/"
 PACK_FILE = "pack.json"  # in LESIONLIB_HOME/pack/, written by `lesionlib unpack`
+
+
+@dataclass(frozen=True)
+class FineTuning:
+    """How big and how long notebook 03's fine-tuning of Keras MobileNet V2 on images is."""
+
+    alpha: float = 1.0  # the network's width: 1.0 is the one with ImageNet weights
+    first_block: int = 16  # unfrozen from this inverted-residual block on (16 is the last)
+    head_epochs: int = 2  # first the new head alone, the network frozen
+    epochs: int = 3  # then with the top blocks unfrozen, at a lower learning rate
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,8 @@ class Profile:
     purpose: str
     preprocessing: Preprocessing = ORIGINAL
     external_source: str = NO_SOURCE  # a second collection for notebook 06, if the profile has one
+    keras_weights: str = IMAGENET
+    fine_tuning: FineTuning = FineTuning()
 
 
 # The sizes follow the original TensorFlow for Poets project: up to 500 images per class
@@ -69,12 +85,14 @@ ACROSS_SOURCES = Preprocessing(crop=True, resolution=64, colour="shades_of_gray"
 PROFILE_TABLE: dict[str, Profile] = {
     "smoke": Profile("smoke", SYNTHETIC, 40, "tiny", "thumbnail_256",
                      "synthetic images and a tiny stand-in network: tests the mechanics offline",
-                     ACROSS_SOURCES, external_source=SYNTHETIC_OTHER_CLINIC),
+                     ACROSS_SOURCES, external_source=SYNTHETIC_OTHER_CLINIC, keras_weights=NO_SOURCE,
+                     fine_tuning=FineTuning(alpha=0.35, head_epochs=1, epochs=1)),
     "workshop": Profile("workshop", ISIC_ARCHIVE, 500, "mobilenet_v2_100_224", "thumbnail_256",
                         "real ISIC images, up to 500 per class, MobileNet V2: a laptop CPU",
                         ACROSS_SOURCES),
     "full": Profile("full", ISIC_ARCHIVE, None, "inception_v3", "full",
-                    "every available image, Inception V3 at 299 pixels: hours on a CPU"),
+                    "every available image, Inception V3 at 299 pixels: hours on a CPU",
+                    fine_tuning=FineTuning(first_block=13, head_epochs=3, epochs=15)),
 }
 
 
@@ -94,6 +112,8 @@ class Settings:
     isic_api: str
     isic_file: str
     preprocessing: Preprocessing = ORIGINAL  # how images become the network's input
+    keras_weights: str | Path | None = IMAGENET  # for fine-tuning: "imagenet", a file, or None
+    fine_tuning: FineTuning = FineTuning()
     external_source: str | Path | None = None  # another collection, to test generalisation on
     data_root: Path | None = None  # where this source's images and manifest go; default home/data
     pack: Path | None = None  # the unpacked workshop pack whose contents are in use, if any
@@ -191,6 +211,7 @@ class Settings:
             "data source": str(self.data_source),
             "images per class": limit,
             "backbone": self.backbone,
+            "fine-tuning weights": str(self.keras_weights or "none (random)"),
             "external source": str(self.external_source or NO_SOURCE),
             "workshop pack": str(self.pack or NO_SOURCE),
             "home": str(self.home),
@@ -237,6 +258,19 @@ def _source(variable: str, value: str, home: Path, names: dict[str, str]) -> str
     return folder
 
 
+def _keras_weights(value: str, home: Path) -> str | Path | None:
+    """LESIONLIB_KERAS_WEIGHTS: ``imagenet``, ``none`` (None) or an existing weights file."""
+    if value.lower() in (IMAGENET, NO_SOURCE):
+        return None if value.lower() == NO_SOURCE else IMAGENET
+    path = _resolve(value, home)
+    if not path.is_file():
+        raise SettingsError(f"LESIONLIB_KERAS_WEIGHTS={value!r}: no file at {path}. Give a "
+                            "MobileNet V2 .weights.h5 file (e.g. ../shared/weights/keras/"
+                            "mobilenet_v2_1.0_224_float_no_top.weights.h5), 'imagenet' to let Keras "
+                            "download them, or 'none' for random weights.")
+    return path
+
+
 def _pack_defaults(home: Path, profile: str) -> tuple[Path | None, dict[str, str]]:
     """The unpacked pack in ``home/pack/`` and the settings it supplies, if it was made for
     ``profile`` (a pack of another profile holds other data and is left alone)."""
@@ -256,6 +290,8 @@ def _pack_defaults(home: Path, profile: str) -> tuple[Path | None, dict[str, str
         defaults = {"LESIONLIB_DATA_SOURCE": str(folder / info["data"]),
                     "LESIONLIB_BACKBONE": str(folder / backbone) if "/" in backbone else backbone,
                     "LESIONLIB_EXTERNAL_SOURCE": external}
+        if info.get("keras_weights"):  # packs made before fine-tuning have none
+            defaults["LESIONLIB_KERAS_WEIGHTS"] = str(folder / info["keras_weights"])
     except FileNotFoundError:
         return None, {}
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -297,6 +333,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     backbone = env.get("LESIONLIB_BACKBONE", "").strip() or profile.backbone
     if _resolve(backbone, home).is_dir():  # a local model folder; handles and names stay as given
         backbone = str(_resolve(backbone, home))
+    keras_weights = _keras_weights(env.get("LESIONLIB_KERAS_WEIGHTS", "").strip() or profile.keras_weights,
+                                   home)
     return Settings(
         profile=profile_name,
         home=home,
@@ -306,6 +344,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         isic_api=(env.get("LESIONLIB_ISIC_API", "").strip() or DEFAULT_ISIC_API).rstrip("/") + "/",
         isic_file=profile.isic_file,
         preprocessing=profile.preprocessing,
+        keras_weights=keras_weights,
+        fine_tuning=profile.fine_tuning,
         external_source=external_source,
         pack=pack if pack_used else None,
     )

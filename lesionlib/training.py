@@ -130,6 +130,31 @@ def train_head(train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarra
     return TrainedHead(head, history, int(history["val_loss"].idxmin()))
 
 
+def epoch_log(every: int = 10):
+    """A Keras callback that prints one short line every ``every`` epochs and at the end: a
+    log a learner can watch without a wall of progress bars."""
+    import_tensorflow()
+    import keras
+
+    class EpochLog(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.last = (epoch, logs or {})
+            if (epoch + 1) % every == 0 or epoch == 0:
+                self._print(epoch, logs or {})
+
+        def on_train_end(self, logs: dict | None = None) -> None:
+            epoch, last = getattr(self, "last", (None, {}))
+            if epoch is not None and (epoch + 1) % every:
+                self._print(epoch, last)
+
+        @staticmethod
+        def _print(epoch: int, logs: dict) -> None:
+            print(f"epoch {epoch + 1:>4}: " + "  ".join(f"{name} {value:.3f}" for name, value in logs.items()
+                                                      if name in ("loss", "accuracy", "val_loss", "val_accuracy")))
+
+    return EpochLog()
+
+
 def history_table(history: dict) -> pd.DataFrame:
     """Keras's ``fit(...).history`` as a table, one row per epoch, counted from 1."""
     table = pd.DataFrame(history).rename_axis("epoch")

@@ -16,6 +16,7 @@ from lesionlib.settings import SettingsError, load_settings
 from .conftest import SHARED
 
 MOBILENET = SHARED / "weights" / "tfhub" / "mobilenet_v2_100_224_feature_vector"
+KERAS_WEIGHTS = SHARED / "weights" / "keras" / "mobilenet_v2_1.0_224_float_no_top.weights.h5"
 SAME = ["image_id", "label", "diagnosis", "lesion_id", "patient_id", "age", "sex", "site",
         "sha256", "license", "attribution"]
 
@@ -161,7 +162,8 @@ def test_a_pack_of_an_isic_archive_download(archive, tmp_path):
 
 def test_a_workshop_pack_of_ham10000_and_mobilenet_runs_offline_and_learns(ham10000, tmp_path):
     """Real HAM10000 and the shared MobileNet V2 folder, packed, unpacked in a fresh home."""
-    instructor = _settings(tmp_path / "instructor", data_source=str(ham10000), backbone=str(MOBILENET))
+    instructor = _settings(tmp_path / "instructor", data_source=str(ham10000), backbone=str(MOBILENET),
+                           keras_weights=str(KERAS_WEIGHTS))
     pack = tmp_path / "workshop.zip"
     info = packs.make(instructor, pack, progress=False)
     assert info["counts"] == {"benign": 500, "indeterminate": 327, "malignant": 500}
@@ -170,6 +172,9 @@ def test_a_workshop_pack_of_ham10000_and_mobilenet_runs_offline_and_learns(ham10
     assert student.profile == "workshop" and student.pack is not None
     assert student.data_source == student.pack / "data" / "ham10000"
     assert Path(student.backbone) == student.pack / "backbone" / MOBILENET.name
+    # Fine-tuning's Keras weights come along, byte for byte.
+    assert student.keras_weights == student.pack / "keras" / KERAS_WEIGHTS.name
+    assert student.keras_weights.read_bytes() == KERAS_WEIGHTS.read_bytes()
     built = dataset.prepare(student, progress=False)
     assert built.layout == "isic-download" and built.rejected.empty
     _same_images(built.manifest, dataset.load_manifest(instructor))
@@ -186,7 +191,7 @@ def test_a_workshop_pack_of_ham10000_and_mobilenet_runs_offline_and_learns(ham10
     assert training.scores(head, *arrays["test"])["balanced accuracy"] > 0.5
     with zipfile.ZipFile(pack) as archive:
         sums = archive.read("SHA256SUMS").decode().splitlines()
-    assert len(sums) == len(built.manifest) + 2 + sum(1 for p in MOBILENET.rglob("*") if p.is_file()) + 1
+    assert len(sums) == len(built.manifest) + 2 + sum(1 for p in MOBILENET.rglob("*") if p.is_file()) + 2
     assert json.loads((student.pack / "pack.json").read_text())["data"] == "data/ham10000"
 
 
