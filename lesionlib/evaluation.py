@@ -26,6 +26,7 @@ from .tfutil import import_tensorflow
 from .training import label_indices, part_rows, probabilities
 
 PROBABILITY = [f"p_{label}" for label in CLASSES]
+CODES = {label: code for code, label in enumerate(CLASSES)}
 
 
 def predict_part(head, bottlenecks: Bottlenecks, manifest: pd.DataFrame, part: pd.Series,
@@ -45,11 +46,14 @@ def predict_part(head, bottlenecks: Bottlenecks, manifest: pd.DataFrame, part: p
 def _confusion_counts(frame: pd.DataFrame) -> np.ndarray:
     """``counts[true, predicted]`` over :data:`CLASSES`, with numpy: the bootstrap calls it
     thousands of times."""
-    true = pd.Categorical(frame["label"], CLASSES).codes.astype(np.int64)
-    predicted = pd.Categorical(frame["predicted"], CLASSES).codes.astype(np.int64)
-    for column, codes in (("label", true), ("predicted", predicted)):
-        if (codes < 0).any():
-            raise ValueError(f"{column} {frame[column].to_numpy()[codes < 0][0]!r} is not one of {CLASSES}.")
+    found = []
+    for column in ("label", "predicted"):
+        codes = frame[column].map(CODES)
+        if codes.isna().any():
+            raise ValueError(f"{column} {frame[column].to_numpy()[codes.isna().to_numpy()][0]!r} is not one of "
+                             f"{CLASSES}.")
+        found.append(codes.to_numpy(dtype=np.int64))
+    true, predicted = found
     size = len(CLASSES)
     return np.bincount(true * size + predicted, minlength=size * size).reshape(size, size)
 
@@ -162,17 +166,6 @@ def missing_classes(frame: pd.DataFrame) -> list[str]:
     present = set(frame["label"])
     return [f"No {label} images in this part: its sensitivity and the metrics built on it "
             "cannot be measured (shown as NaN)." for label in CLASSES if label not in present]
-
-
-def comparison_table(predictions: dict[str, pd.DataFrame], resamples: int = 1000,
-                     seed: int = 0) -> pd.DataFrame:
-    """Several models (or settings) side by side: each summary metric as "estimate [low, high]"."""
-    rows = {}
-    for name, frame in predictions.items():
-        table = bootstrap_intervals(frame, summary, resamples, seed)
-        rows[name] = {metric: f"{r.estimate:.3f} [{r.low:.3f}, {r.high:.3f}]"
-                      for metric, r in table.iterrows()}
-    return pd.DataFrame(rows).T
 
 
 def threshold_for_sensitivity(positive: np.ndarray, scores: np.ndarray, target: float) -> float:

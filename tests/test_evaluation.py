@@ -203,16 +203,6 @@ def test_a_missing_class_is_named_in_a_message():
     assert table.loc[("indeterminate", "sensitivity")].isna().all()
 
 
-def test_comparison_table_puts_models_side_by_side():
-    table = evaluation.comparison_table({"good": _frame(skill=3.0), "weak": _frame(skill=0.5)},
-                                        resamples=100)
-    assert list(table.index) == ["good", "weak"]
-    assert list(table.columns) == ["accuracy", "balanced accuracy", "AUC malignant vs rest"]
-    good = float(table.loc["good", "accuracy"].split()[0])
-    weak = float(table.loc["weak", "accuracy"].split()[0])
-    assert good > weak
-
-
 def test_f1_is_zero_not_nan_when_a_class_is_never_found():
     frame = pd.DataFrame({"label": ["malignant", "malignant", "benign"],
                           "predicted": ["benign", "benign", "benign"]})
