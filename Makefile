@@ -45,7 +45,7 @@ course: $(VENV)/.installed
 # rebuilds data/ and build/ and reuses the bottleneck cache. The slowest steps are listed.
 test: $(VENV)/.installed
 	rm -rf $(TEST_HOME)
-	env LESIONLIB_PROFILE=smoke LESIONLIB_DATA_SOURCE= LESIONLIB_BACKBONE= LESIONLIB_EXTERNAL_SOURCE= \
+	env LESIONLIB_PROFILE=smoke LESIONLIB_DATA_SOURCE= LESIONLIB_BACKBONE= LESIONLIB_EXTERNAL_SOURCE= LESIONLIB_KERAS_WEIGHTS= \
 	  LESIONLIB_HOME=$(TEST_HOME)/smoke $(BIN)/pytest --durations=15
 	@if [ -d $(SHARED)/data/ham10000 ]; then \
 	  for pair in ham10000:isic-cc0-sample isic-cc0-sample:ham10000; do \
@@ -57,6 +57,7 @@ test: $(VENV)/.installed
 	    env LESIONLIB_PROFILE=workshop LESIONLIB_DATA_SOURCE=$(SHARED)/data/$$source \
 	      LESIONLIB_EXTERNAL_SOURCE=$(SHARED)/data/$$other \
 	      LESIONLIB_BACKBONE=$(SHARED)/weights/tfhub/mobilenet_v2_100_224_feature_vector \
+	      LESIONLIB_KERAS_WEIGHTS=$(SHARED)/weights/keras/mobilenet_v2_1.0_224_float_no_top.weights.h5 \
 	      LESIONLIB_HOME=$(TEST_HOME)/real $(BIN)/pytest --durations=10 $$notebooks || exit 1; \
 	  done; \
 	else echo "== no $(SHARED): notebooks ran on synthetic data only"; fi

@@ -4,7 +4,8 @@ on real data, exercises' solutions included, from a cold start.
     .venv/bin/python benchmarks/notebooks.py [--shared ../shared] [--no-external] [--home DIR]
 
 By default it makes a workshop pack from ``../shared/`` (HAM10000, the CC0 ISIC sample as
-notebook 06's second collection, the shared MobileNet V2), unpacks it into a fresh
+notebook 06's second collection, the shared MobileNet V2 and its Keras weights for
+fine-tuning), unpacks it into a fresh
 ``LESIONLIB_HOME`` and runs the notebooks there with nothing else set: what a workshop
 laptop does after ``lesionlib unpack``. Each notebook runs in its own kernel, as
 ``make course`` runs it, so the minutes include starting Python and TensorFlow. Prints a
@@ -34,6 +35,7 @@ from lesionlib.tfutil import import_tensorflow
 
 ROOT = Path(__file__).resolve().parent.parent
 MOBILENET = "mobilenet_v2_100_224_feature_vector"
+KERAS_WEIGHTS = "mobilenet_v2_1.0_224_float_no_top.weights.h5"  # for notebook 03's fine-tuning
 
 
 def main() -> int:
@@ -49,7 +51,8 @@ def main() -> int:
     instructor = {"LESIONLIB_PROFILE": "workshop", "LESIONLIB_HOME": str(home / "instructor"),
                   "LESIONLIB_DATA_SOURCE": str(data / "ham10000"),
                   "LESIONLIB_EXTERNAL_SOURCE": "none" if args.no_external else str(data / "isic-cc0-sample"),
-                  "LESIONLIB_BACKBONE": str(args.shared / "weights" / "tfhub" / MOBILENET)}
+                  "LESIONLIB_BACKBONE": str(args.shared / "weights" / "tfhub" / MOBILENET),
+                  "LESIONLIB_KERAS_WEIGHTS": str(args.shared / "weights" / "keras" / KERAS_WEIGHTS)}
     started = time.perf_counter()
     packs.make(load_settings(instructor), home / "workshop.zip", progress=False)
     packs.unpack(home / "workshop.zip", home / "student")

@@ -216,9 +216,22 @@ def keras_weights(settings: Settings, alpha: float = 1.0, size: int = 224) -> st
                 f"Could not download the ImageNet weights of MobileNet V2 ({reason}). Without "
                 "internet, set LESIONLIB_KERAS_WEIGHTS to a local copy, e.g. ../shared/weights/"
                 "keras/mobilenet_v2_1.0_224_float_no_top.weights.h5, or to 'none' (random weights).")
-        import_tensorflow()
-        import keras
-
-        keras.utils.get_file(name, KERAS_WEIGHTS + name, cache_dir=str(settings.cache_dir),
-                             cache_subdir="keras")
+        _download(KERAS_WEIGHTS + name, cached)
     return str(cached)
+
+
+def _download(url: str, target: Path, limit: int = 64 << 20) -> None:
+    """``url`` into ``target``, written atomically (an interrupted download never counts) and
+    refused past ``limit`` bytes (MobileNet V2's weights are 9 MB)."""
+    import requests
+
+    written = 0
+    with requests.get(url, stream=True, timeout=(10, 60)) as response:
+        response.raise_for_status()
+        with fsutil.atomic_path(target) as temporary, temporary.open("wb") as out:
+            for chunk in response.iter_content(1 << 20):
+                written += len(chunk)
+                if written > limit:
+                    raise BackboneUnavailable(f"{url} sent more than {limit >> 20} MB: not MobileNet "
+                                              "V2's weights. Set LESIONLIB_KERAS_WEIGHTS to a local copy.")
+                out.write(chunk)

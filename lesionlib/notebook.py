@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -93,6 +94,9 @@ def setup() -> Settings:
     from .backbones import import_hub
 
     import_hub()  # TensorFlow and TF Hub imported once, without their start-up noise
+    # Keras warns at every fit on a tf.data pipeline that its own shuffling is not used: the
+    # pipelines here shuffle themselves (or must not be shuffled).
+    warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
     matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 120})
     sns.set_theme(context="notebook", style="whitegrid")
     settings = load_settings()

@@ -54,8 +54,7 @@ class FineTuning:
 
     alpha: float = 1.0  # the network's width: 1.0 is the one with ImageNet weights
     first_block: int = 16  # unfrozen from this inverted-residual block on (16 is the last)
-    head_epochs: int = 2  # first the new head alone, the network frozen
-    epochs: int = 3  # then with the top blocks unfrozen, at a lower learning rate
+    epochs: int = 2  # of training on images, the head and the unfrozen blocks together
 
 
 @dataclass(frozen=True)
@@ -86,13 +85,13 @@ PROFILE_TABLE: dict[str, Profile] = {
     "smoke": Profile("smoke", SYNTHETIC, 40, "tiny", "thumbnail_256",
                      "synthetic images and a tiny stand-in network: tests the mechanics offline",
                      ACROSS_SOURCES, external_source=SYNTHETIC_OTHER_CLINIC, keras_weights=NO_SOURCE,
-                     fine_tuning=FineTuning(alpha=0.35, head_epochs=1, epochs=1)),
+                     fine_tuning=FineTuning(alpha=0.35, epochs=1)),
     "workshop": Profile("workshop", ISIC_ARCHIVE, 500, "mobilenet_v2_100_224", "thumbnail_256",
                         "real ISIC images, up to 500 per class, MobileNet V2: a laptop CPU",
                         ACROSS_SOURCES),
     "full": Profile("full", ISIC_ARCHIVE, None, "inception_v3", "full",
                     "every available image, Inception V3 at 299 pixels: hours on a CPU",
-                    fine_tuning=FineTuning(first_block=13, head_epochs=3, epochs=15)),
+                    fine_tuning=FineTuning(first_block=13, epochs=15)),
 }
 
 

@@ -122,7 +122,7 @@ def train_head(train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarra
     batches = (tf.data.Dataset.from_tensor_slices(train).cache()
                .shuffle(len(x_train), seed=config.seed).batch(config.batch_size))
     checks = tf.data.Dataset.from_tensor_slices(validation).batch(4096).cache()
-    fitted = head.fit(batches, validation_data=checks, epochs=config.epochs, verbose=0,
+    fitted = head.fit(batches, validation_data=checks, epochs=config.epochs, verbose=0, shuffle=False,
                       class_weight=class_weights(y_train) if config.class_weighting else None,
                       callbacks=[keras.callbacks.EarlyStopping(
                           monitor="val_loss", patience=config.patience, restore_best_weights=True)])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lesionlib import backbones, dataset, features, preprocessing, synthetic
+from lesionlib.settings import SettingsError
 
 MOBILENET = "weights/tfhub/mobilenet_v2_100_224_feature_vector"
 
@@ -272,3 +273,39 @@ def test_shared_mobilenet_features(make_settings, ham10000):
     result = features.extract(manifest, backbone, settings.bottleneck_dir, progress=False)
     assert result.features.shape == (40, 1280) and np.isfinite(result.features).all()
     assert result.features.std(axis=0).mean() > 0.05  # real, varied features
+
+
+def test_fine_tuning_weights_are_a_file_none_or_downloaded_once(make_settings, monkeypatch, tmp_path):
+    """LESIONLIB_KERAS_WEIGHTS: a local file is used as it is, 'none' means random weights, and
+    'imagenet' is downloaded once into data/cache/keras/ (here from a loopback server)."""
+    import functools
+    import http.server
+    import threading
+
+    weights = tmp_path / "served" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+    weights.parent.mkdir()
+    weights.write_bytes(b"not really weights, but bytes to download")
+    assert backbones.keras_weights(make_settings(keras_weights=str(weights))) == str(weights)
+    assert backbones.keras_weights(make_settings(keras_weights="none")) is None
+    assert backbones.keras_weights(make_settings(profile="smoke")) is None
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(weights.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(backbones, "KERAS_WEIGHTS", f"http://127.0.0.1:{server.server_port}/")
+        settings = make_settings(data_source="synthetic")
+        found = backbones.keras_weights(settings)
+        assert found == str(settings.cache_dir / "keras" / weights.name)
+        assert open(found, "rb").read() == weights.read_bytes()
+    finally:
+        server.shutdown()
+    assert backbones.keras_weights(settings) == found  # the server is gone: the cached copy serves
+
+
+def test_fine_tuning_weights_offline_say_where_to_point(make_settings, monkeypatch):
+    monkeypatch.setattr(backbones.net, "probe", lambda url: "failed to resolve")
+    with pytest.raises(backbones.BackboneUnavailable, match="LESIONLIB_KERAS_WEIGHTS"):
+        backbones.keras_weights(make_settings(data_source="synthetic"))
+    with pytest.raises(SettingsError, match="no file at"):
+        make_settings(keras_weights="missing.weights.h5")
