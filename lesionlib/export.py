@@ -1,26 +1,30 @@
-"""Export: the trained classifier as one self-contained SavedModel, and as TFLite files for phones.
+"""Export's plumbing: the folder around the model, and the TFLite variants.
 
-The original project ended with a frozen graph that still needed the caller to decode and
-resize images exactly as training did. Here everything is inside one SavedModel in
-``build/model/``:
+Notebook 05 writes the model itself: its serving function (image bytes -> decode -> prepare
+-> backbone -> head -> probabilities, label, classes), the Keras ``ExportArchive`` holding it
+with two endpoints, and one TFLite conversion. What it hands to :func:`write_model` must keep
+this contract, on which ``lesionlib predict``, :class:`lesionlib.inference.ExportedModel`, the
+demo and the model card rely:
 
 * ``serving_default`` takes a batch of encoded images (JPEG, PNG, GIF or BMP bytes) and
   returns ``probabilities`` ``[N, 3]``, the most probable ``label`` ``[N]`` and the ``classes``
-  in column order. Decoding and resizing are :func:`lesionlib.preprocessing.decode` and
-  :func:`~lesionlib.preprocessing.prepare`, the very functions that made the training bottlenecks.
-  Like TensorFlow's decoders, it expects **upright RGB** images: it does not apply a JPEG's
-  EXIF rotation and drops transparency. Training images were made upright RGB by notebook
-  01; :func:`lesionlib.inference.model_bytes` does the same for any image file, and
-  ``lesionlib predict`` and the demo use it. A server should too.
+  in column order. Like TensorFlow's decoders, it expects **upright RGB** images: it does not
+  apply a JPEG's EXIF rotation and drops transparency. Training images were made upright RGB
+  by notebook 01; :func:`lesionlib.inference.model_bytes` does the same for any image file,
+  and ``lesionlib predict`` and the demo use it. A server should too.
 * ``pixels`` takes network-sized images ``[N, s, s, 3]`` in [0, 1], already prepared as the
   head's preprocessing says (``model.json``; e.g. centre square, 64 pixels and back, shades
-  of gray); it is what TFLite gets, since TFLite has no image decoder: a phone app decodes
-  and prepares images with its own platform's API.
+  of gray) and returns ``probabilities``; it is what TFLite gets, since TFLite has no image
+  decoder: a phone app decodes and prepares images with its own platform's API.
 
-Written through Keras's own ``ExportArchive`` (what ``model.export`` uses). TFLite files are
-converted from that SavedModel with ``TFLiteConverter.from_saved_model``: ``from_keras_model``
+:func:`write_model` writes the archive, ``labels.txt`` and ``model.json`` (format, classes,
+input size, preprocessing, disclaimer and the head's training record) into a new folder and
+swaps it in whole, so an interrupted export never leaves half a model. The model goes
+through Keras's own ``ExportArchive`` (what ``model.export`` uses). TFLite files are converted
+from the written SavedModel with ``TFLiteConverter.from_saved_model``: ``from_keras_model``
 prints hundreds of lines, and ``from_concrete_functions`` on a Keras 3 model has produced NaN
-outputs.
+outputs. :func:`save_tflite` keeps a converted file beside the SavedModel; :func:`convert_tflite`
+makes the variants of the table in notebook 05 (float32, float16, dynamic-range and full int8).
 """
 
 from __future__ import annotations
@@ -28,22 +32,17 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import DISCLAIMER, LesionlibError, fsutil
-from .preprocessing import decode, prepare
 from .preprocessing import preprocessing_of
 from .taxonomy import CLASSES
 from .tfutil import import_tensorflow, native_output_filtered
 
-if TYPE_CHECKING:  # only for the type hints: loading a model needs no training code
-    from .backbones import Backbone
-    from .training import TrainedHead
-
 FORMAT = 1
 RECORD = "model.json"  # how the model was made: backbone, preprocessing, head record
+SIGNATURES = ("serving_default", "pixels")  # the entry points every exported model has
 PIXELS = "pixels"
 # Each variant and what it changes. Only full int8 needs representative images (to choose
 # the ranges of the activations).
@@ -60,57 +59,38 @@ class ModelError(LesionlibError):
     """A model folder that is missing or damaged; the message says how to make it again."""
 
 
-def pixel_model(backbone: Backbone, trained: TrainedHead):
-    """A Keras model: network-sized images in [0, 1] -> the head's class probabilities."""
+def _pixels_size(folder: Path) -> int:
+    """The square input size of a written SavedModel's ``pixels`` signature, read from its
+    ``saved_model.pb``; a clear error if a signature of the contract is missing or odd."""
     import_tensorflow()
-    import keras
+    from tensorflow.core.protobuf import saved_model_pb2
 
-    class FrozenBackbone(keras.layers.Layer):
-        """The TF Hub network as a Keras layer (Keras 3 cannot take ``hub.KerasLayer``)."""
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((Path(folder) / "saved_model.pb").read_bytes())
+    signatures = saved.meta_graphs[0].signature_def
+    missing = [name for name in SIGNATURES if name not in signatures]
+    if missing:
+        raise ModelError(f"The exported model has no {' and no '.join(missing)} signature (it has "
+                         f"{', '.join(sorted(signatures)) or 'none'}): add an endpoint of each name "
+                         "to the ExportArchive, as notebook 05 does.")
+    inputs = list(signatures[PIXELS].inputs.values())
+    shape = [dim.size for dim in inputs[0].tensor_shape.dim] if len(inputs) == 1 else []
+    if len(shape) != 4 or shape[1] != shape[2] or shape[1] < 1 or shape[3] != 3 \
+            or "probabilities" not in signatures[PIXELS].outputs:
+        raise ModelError("The exported model's pixels signature must take one batch of square "
+                         f"RGB images [N, s, s, 3] and return probabilities; it takes {shape}.")
+    return shape[1]
 
-        def __init__(self, network, **kwargs):
-            super().__init__(trainable=False, **kwargs)
-            self.network = network
 
-        def call(self, images):
-            return self.network(images)
+def write_model(archive, folder: Path, record: dict) -> Path:
+    """Write a Keras ``ExportArchive`` with the endpoints of the contract (see above) as a
+    SavedModel, with ``labels.txt`` and ``model.json``, into ``folder``, replacing it whole.
 
-    size = backbone.spec.input_size
-    images = keras.Input((size, size, 3), name="images")
-    features = FrozenBackbone(backbone.model, name="backbone")(images)
-    return keras.Model(images, trained.model(features, training=False), name="lesion_classifier")
-
-
-def export_model(backbone: Backbone, trained: TrainedHead, folder: Path, record: dict) -> Path:
-    """Write the SavedModel, ``labels.txt`` and ``model.json`` to ``folder``, replacing it whole.
-
-    ``record`` is the head's training record (``training.json``): it says how images were
-    prepared for training, which the model then does too, and it is kept in ``model.json``
-    for the model card.
+    ``record`` is the head's training record (``training.json``): its preprocessing is the one
+    the model applies (kept in ``model.json`` for apps that prepare images themselves), and it
+    is kept whole for the model card.
     """
     tf = import_tensorflow()
-    import keras
-
-    preprocessing = preprocessing_of(record)
-    model = pixel_model(backbone, trained)
-    size = backbone.spec.input_size
-    classes = tf.constant(CLASSES)
-
-    def classify(encoded):
-        def one(item):
-            return prepare(decode(item), size, preprocessing)
-
-        pixels = tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
-        probabilities = model(pixels, training=False)
-        return {"probabilities": probabilities,
-                "label": tf.gather(classes, tf.argmax(probabilities, axis=1)),
-                "classes": tf.broadcast_to(classes, tf.shape(probabilities))}
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serving_default", classify, input_signature=[tf.TensorSpec([None], tf.string)])
-    archive.add_endpoint(PIXELS, lambda images: {"probabilities": model(images, training=False)},
-                         input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
     logger = tf.get_logger()
     level = logger.level
     with fsutil.atomic_folder(folder) as temporary:
@@ -120,10 +100,12 @@ def export_model(backbone: Backbone, trained: TrainedHead, folder: Path, record:
                 archive.write_out(str(temporary), verbose=False)
         finally:
             logger.setLevel(level)
+        size = _pixels_size(temporary)
         fsutil.write_text_atomic(temporary / "labels.txt", "\n".join(CLASSES) + "\n")
         fsutil.write_json_atomic(temporary / RECORD, {
             "format": FORMAT, "classes": list(CLASSES), "input_size": size,
-            "preprocessing": asdict(preprocessing), "disclaimer": DISCLAIMER, "training": record})
+            "preprocessing": asdict(preprocessing_of(record)), "disclaimer": DISCLAIMER,
+            "training": record})
     return Path(folder)
 
 
@@ -144,6 +126,16 @@ def read_record(folder: Path) -> dict:
 def tflite_path(folder: Path, variant: str) -> Path:
     """Where the TFLite file of ``variant`` goes, beside the SavedModel."""
     return Path(folder) / f"model-{variant}.tflite"
+
+
+def save_tflite(flatbuffer: bytes, folder: Path, variant: str) -> Path:
+    """Keep a converted TFLite model (``converter.convert()``'s bytes) as
+    ``model-<variant>.tflite`` beside the SavedModel in ``folder``, written atomically."""
+    read_record(folder)
+    target = tflite_path(folder, variant)
+    with fsutil.atomic_path(target) as temporary:
+        temporary.write_bytes(flatbuffer)
+    return target
 
 
 def convert_tflite(folder: Path, variant: str, representative: np.ndarray | None = None) -> Path:
@@ -170,7 +162,4 @@ def convert_tflite(folder: Path, variant: str, representative: np.ndarray | None
         converter.inference_output_type = tf.uint8
     with native_output_filtered():
         flatbuffer = converter.convert()
-    target = tflite_path(folder, variant)
-    with fsutil.atomic_path(target) as temporary:
-        temporary.write_bytes(flatbuffer)
-    return target
+    return save_tflite(flatbuffer, folder, variant)

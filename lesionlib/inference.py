@@ -21,13 +21,13 @@ from PIL import Image
 
 from . import images
 from .export import TFLITE_VARIANTS, ModelError, read_record, tflite_path
-from .preprocessing import decode, prepare
-from .preprocessing import preprocessing_of
+from .preprocessing import decode, prepare, preprocessing_of
 from .tfutil import import_tensorflow, native_output_filtered
 
 
 class ExportedModel:
-    """A model folder written by :func:`lesionlib.export.export_model`, loaded with TensorFlow alone."""
+    """A model folder exported by notebook 05 (:func:`lesionlib.export.write_model`), loaded
+    with TensorFlow alone."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)

@@ -40,23 +40,16 @@ def markdown_table(frame: pd.DataFrame, number=lambda column, value: f"{value:.3
 
 
 def _head_words(head: dict) -> str:
-    words = [f"dropout {head['dropout']}", f"L2 {head['l2']}"]
-    if head.get("hidden"):
-        words.append(f"a hidden layer of {head['hidden']}")
-    if not head["class_weighting"]:
-        words.append("no class balancing")
-    elif head.get("balance") == "sampling":
-        words.append("class-balanced sampling")
-    else:
-        words.append("class weights")
-    return ", ".join(words)
+    balancing = "class weights" if head["class_weighting"] else "no class balancing"
+    return f"dropout {head['dropout']}, L2 {head['l2']}, {balancing}"
 
 
-def check_report(model_record: dict, metrics: dict) -> None:
-    """Refuse an evaluation report made for another head than the exported one."""
-    if metrics.get("head") != record_digest(model_record["training"]):
+def check_report(record: dict, metrics: dict) -> None:
+    """Refuse an evaluation report made for another head than the one of ``record`` (its
+    ``training.json``, kept in an exported model's ``model.json`` as ``training``)."""
+    if metrics.get("head") != record_digest(record):
         raise ModelError("The evaluation report (build/report/metrics.json) was written for "
-                         "another head than the exported one (other data, split, backbone or "
+                         "another head than this one (other data, split, backbone or "
                          "settings). Run notebook 04 again, then this notebook.")
 
 
@@ -164,7 +157,7 @@ def render(model_record: dict, metrics: dict, manifest: pd.DataFrame,
 def write(folder: Path, metrics: dict, manifest: pd.DataFrame, tflite: pd.DataFrame | None = None) -> Path:
     """Write ``MODEL_CARD.md`` into an exported model's folder, atomically."""
     record = read_record(folder)
-    check_report(record, metrics)
+    check_report(record["training"], metrics)
     target = Path(folder) / NAME
     fsutil.write_text_atomic(target, render(record, metrics, manifest, tflite))
     return target

@@ -1,4 +1,8 @@
-"""Exporting the model, TFLite, the predict command, the model card and the demo."""
+"""Exporting the model, TFLite, the predict command, the model card and the demo.
+
+Notebook 05 writes the model code itself; :func:`export_like_notebook_05` below is the same
+export, so that these tests hold a model that keeps the folder's contract.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +22,42 @@ from PIL import Image
 
 from lesionlib import DISCLAIMER, backbones, export, features, fsutil, inference, modelcard, splits, training
 from lesionlib.export import ModelError
+from lesionlib.preprocessing import Preprocessing, decode, prepare, preprocessing_of
 from lesionlib.taxonomy import CLASSES
 from tests.conftest import SHARED
 
 MOBILENET = SHARED / "weights" / "tfhub" / "mobilenet_v2_100_224_feature_vector"
+
+
+def export_like_notebook_05(backbone, head, folder: Path, record: dict, *, pixels: bool = True) -> Path:
+    """Notebook 05's export: the serving function (bytes -> decode -> prepare -> backbone ->
+    head), an ExportArchive with its two endpoints, written by :func:`export.write_model`.
+    ``pixels=False`` leaves the ``pixels`` endpoint out, as a learner's slip might."""
+    import keras
+    import tensorflow as tf
+
+    size = backbone.spec.input_size
+    preprocessing = preprocessing_of(record)
+    classes = tf.constant(CLASSES)
+
+    def probabilities_of(images):
+        return head(backbone.model(images), training=False)
+
+    def serve(encoded):
+        images = tf.map_fn(lambda item: prepare(decode(item), size, preprocessing), encoded,
+                           fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+        probabilities = probabilities_of(images)
+        return {"probabilities": probabilities, "label": tf.gather(classes, tf.argmax(probabilities, axis=1)),
+                "classes": tf.broadcast_to(classes, tf.shape(probabilities))}
+
+    archive = keras.export.ExportArchive()
+    archive.track(head)
+    archive.track(backbone.model)
+    archive.add_endpoint("serving_default", serve, input_signature=[tf.TensorSpec([None], tf.string)])
+    if pixels:
+        archive.add_endpoint("pixels", lambda images: {"probabilities": probabilities_of(images)},
+                             input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+    return export.write_model(archive, folder, record)
 
 
 def _record(settings, manifest, part, backbone) -> dict:
@@ -29,17 +65,26 @@ def _record(settings, manifest, part, backbone) -> dict:
                          "input_size": backbone.spec.input_size, "identity": backbone.identity},
             "profile": settings.profile, "data_source": str(settings.data_source),
             "split": {"kind": "grouped by lesion and patient", "validation": 0.15, "test": 0.15,
-                      "seed": settings.seed, "fingerprint": splits.fingerprint(manifest, part)}}
+                      "seed": settings.seed, "fingerprint": splits.fingerprint(manifest, part)},
+            "head": dataclasses.asdict(training.HeadConfig()), "best_epoch": 1}
 
 
 @pytest.fixture(scope="module")
-def exported(trained_smoke, tmp_path_factory):
-    """The smoke head exported, with its record as notebook 03 saves it."""
+def saved_head(trained_smoke, tmp_path_factory):
+    """The smoke head saved and loaded back as notebook 03 saves it: (Keras model, record)."""
     settings, manifest, backbone, _, part, head = trained_smoke
+    folder = tmp_path_factory.mktemp("head")
+    training.save_head(head.model, head.history, folder, _record(settings, manifest, part, backbone))
+    return training.load_head(folder)
+
+
+@pytest.fixture(scope="module")
+def exported(trained_smoke, saved_head, tmp_path_factory):
+    """The smoke head exported as notebook 05 exports it."""
+    _, _, backbone, *_ = trained_smoke
+    head, record = saved_head
     folder = tmp_path_factory.mktemp("export") / "model"
-    training.save_head(head, folder.parent / "head", _record(settings, manifest, part, backbone))
-    _, record = training.load_head(folder.parent / "head")
-    export.export_model(backbone, head, folder, record)
+    export_like_notebook_05(backbone, head, folder, record)
     return inference.ExportedModel(folder)
 
 
@@ -73,27 +118,34 @@ def test_the_serving_signature_returns_labels_and_classes(exported, trained_smok
 
 def test_the_exported_model_prepares_images_as_the_head_was_trained(trained_smoke, exported, tmp_path):
     settings, manifest, backbone, _, _, head = trained_smoke
-    preprocessing = features.Preprocessing(crop=True, resolution=32, colour="shades_of_gray")
+    preprocessing = Preprocessing(crop=True, resolution=32, colour="shades_of_gray")
     rows = manifest.iloc[:12]
     bottlenecks = features.extract(rows, backbone, settings.bottleneck_dir, preprocessing=preprocessing,
                                    progress=False)
     record = exported.record["training"] | {"preprocessing": dataclasses.asdict(preprocessing)}
-    model = inference.ExportedModel(export.export_model(backbone, head, tmp_path / "model", record))
+    model = inference.ExportedModel(export_like_notebook_05(backbone, head.model, tmp_path / "model", record))
+    assert model.record["preprocessing"] == dataclasses.asdict(preprocessing)
     served = model.predict_bytes([Path(p).read_bytes() for p in rows["path"]])
     np.testing.assert_allclose(served, head.predict(bottlenecks.features), atol=1e-6)
     assert not np.allclose(served, exported.predict_bytes([Path(p).read_bytes() for p in rows["path"]]),
                            atol=1e-3)  # the preprocessing made a difference
 
 
-def test_the_model_folder_holds_labels_and_its_record(exported):
+def test_the_model_folder_holds_labels_and_its_record(exported, trained_smoke):
+    _, _, backbone, *_ = trained_smoke
     assert (exported.folder / "labels.txt").read_text().split() == list(CLASSES)
     assert exported.classes == list(CLASSES)
+    assert exported.record["format"] == export.FORMAT
+    assert exported.input_size == backbone.spec.input_size  # read from the pixels signature
+    assert exported.record["preprocessing"] == dataclasses.asdict(Preprocessing())
     assert exported.record["training"]["split"]["fingerprint"]
     assert exported.record["disclaimer"] == DISCLAIMER
 
 
-def test_a_failed_export_leaves_the_previous_model_whole(trained_smoke, exported, tmp_path, monkeypatch):
-    settings, manifest, backbone, _, part, head = trained_smoke
+def test_a_failed_export_leaves_the_previous_model_whole(trained_smoke, saved_head, exported, tmp_path,
+                                                         monkeypatch):
+    _, _, backbone, *_ = trained_smoke
+    head, record = saved_head
     folder = tmp_path / "model"
     shutil.copytree(exported.folder, folder)
     before = sorted(p.name for p in folder.rglob("*"))
@@ -103,17 +155,31 @@ def test_a_failed_export_leaves_the_previous_model_whole(trained_smoke, exported
 
     monkeypatch.setattr(fsutil, "write_json_atomic", broken)  # after the SavedModel is written
     with pytest.raises(OSError, match="disk full"):
-        export.export_model(backbone, head, folder, exported.record["training"])
+        export_like_notebook_05(backbone, head, folder, record)
     assert sorted(p.name for p in folder.rglob("*")) == before
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary folder left behind
 
 
-def test_a_new_export_removes_files_of_the_old_model(trained_smoke, exported, tmp_path):
-    _, _, backbone, _, _, head = trained_smoke
+def test_an_export_without_the_pixels_signature_is_refused_and_changes_nothing(trained_smoke, saved_head,
+                                                                                exported, tmp_path):
+    _, _, backbone, *_ = trained_smoke
+    head, record = saved_head
+    folder = tmp_path / "model"
+    shutil.copytree(exported.folder, folder)
+    before = sorted(p.name for p in folder.rglob("*"))
+    with pytest.raises(ModelError, match="no pixels signature"):
+        export_like_notebook_05(backbone, head, folder, record, pixels=False)
+    assert sorted(p.name for p in folder.rglob("*")) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_a_new_export_removes_files_of_the_old_model(trained_smoke, saved_head, exported, tmp_path):
+    _, _, backbone, *_ = trained_smoke
+    head, record = saved_head
     folder = tmp_path / "model"
     shutil.copytree(exported.folder, folder)
     (folder / "model-float32.tflite").write_bytes(b"a TFLite file of the previous model")
-    export.export_model(backbone, head, folder, exported.record["training"])
+    export_like_notebook_05(backbone, head, folder, record)
     assert not (folder / "model-float32.tflite").exists()  # it no longer matches the model
     assert (folder / "saved_model.pb").is_file()
 
@@ -261,6 +327,15 @@ def test_full_int8_needs_representative_images_and_variants_are_checked(exported
         export.convert_tflite(exported.folder, "int4")
 
 
+def test_a_converted_model_is_kept_beside_the_savedmodel_only(exported, tmp_path):
+    written = export.save_tflite(b"the bytes of a converted model", exported.folder, "mine")
+    assert written == exported.folder / "model-mine.tflite" and written.read_bytes().startswith(b"the bytes")
+    written.unlink()
+    with pytest.raises(ModelError, match="holds no exported model"):
+        export.save_tflite(b"model", tmp_path, "float32")
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_missing_tflite_file_is_a_clear_error(exported, tmp_path):
     with pytest.raises(ModelError, match="model-float16.tflite is missing"):
         inference.TFLiteModel(tmp_path, "float16")
@@ -276,15 +351,15 @@ def test_a_real_mobilenet_export_is_self_contained_and_converts(tmp_path, ham100
     settings = load_settings({"LESIONLIB_HOME": str(tmp_path / "home"), "LESIONLIB_BACKBONE": str(copy)})
     backbone = backbones.load(settings)
     paths = sorted((ham10000 / "images").glob("ISIC_*.jpg"))[:24]
-    batches = features.image_pipeline([str(p) for p in paths], np.zeros((len(paths), 2)), 224, (0.0, 1.0))
-    bottlenecks = np.concatenate([np.asarray(backbone(images)) for _, images in batches])
+    load = features.image_loader(224)
+    bottlenecks = np.asarray(backbone(np.stack([load(str(p)) for p in paths])))
     labels = np.arange(len(paths)) % len(CLASSES)
     head = training.train_head((bottlenecks, labels), (bottlenecks, labels),
                                training.HeadConfig(epochs=3, patience=3))
     expected = head.predict(bottlenecks)
     record = {"backbone": {"name": backbone.spec.name, "handle": str(copy), "input_size": 224,
                            "identity": backbone.identity}}
-    folder = export.export_model(backbone, head, tmp_path / "model", record)
+    folder = export_like_notebook_05(backbone, head.model, tmp_path / "model", record)
     del backbone
     shutil.rmtree(copy)
 
@@ -296,12 +371,18 @@ def test_a_real_mobilenet_export_is_self_contained_and_converts(tmp_path, ham100
 
     model = inference.ExportedModel(folder)
     assert model.size_bytes > 8e6  # MobileNet V2's 3.5 million weights are inside
+    assert model.input_size == 224
     pixels = np.stack([model.pixels_of(p.read_bytes()) for p in paths])
     export.convert_tflite(folder, "float32")
+    export.convert_tflite(folder, "float16")
     export.convert_tflite(folder, "int8", pixels[:16])
-    table = inference.variants_table(model, pixels[16:], ["float32", "int8"], repeats=2)
+    table = inference.variants_table(model, pixels[16:], ["float32", "float16", "int8"], repeats=2)
     assert table.loc["float32", "largest probability difference"] < 1e-4
-    sizes = {variant: inference.TFLiteModel(folder, variant).size_bytes for variant in ("float32", "int8")}
+    # float16 features, standardised by the head, move its probabilities by a few hundredths
+    assert table.loc["float16", "largest probability difference"] < 0.1
+    sizes = {variant: inference.TFLiteModel(folder, variant).size_bytes
+             for variant in ("float32", "float16", "int8")}
+    assert 0.4 * sizes["float32"] < sizes["float16"] < 0.6 * sizes["float32"]
     assert sizes["int8"] < 0.4 * sizes["float32"]
 
 
