@@ -1,21 +1,29 @@
-"""Does it work on someone else's images? Recipes side by side, HAM10000 -> the CC0 ISIC sample.
+"""Does it work on someone else's images? The image preparation chosen on HAM10000, then scored once.
 
-    .venv/bin/python benchmarks/generalization.py [--shared ../shared] [--home DIR] [--out FILE]
+    .venv/bin/python benchmarks/generalization.py [--shared ../shared] [--home DIR]
+        [--resamples N] [--out FILE]
 
-Trains a head on HAM10000 (workshop profile: up to 500 images per class, grouped split) with
-the shared MobileNet V2, once per recipe, and measures malignant-versus-rest AUC, with a 95%
-interval from resampling lesions, on HAM10000's own test lesions and on the CC0 ISIC Archive
-sample, which is never trained on. Then the other direction (trained on the CC0 sample,
-tested on HAM10000), and both sources trained on together. Prints the tables and writes them
-as Markdown to ``--out`` (default: lesionlib/results/generalization.md, shipped with the
-library), which notebook 06 shows.
+The project's rule: settings are chosen on validation lesions of the training data; the test
+part and any held-out collection are scored once, at the end. So:
 
-The last row of the first table is not a course setting but an experiment: the last block of
-the network fine-tuned with the head (see :func:`fine_tuned`).
+1. HAM10000 under the workshop profile (up to 500 images per class, as notebook 01 builds it),
+   the shared MobileNet V2, the course's grouped split (seed 42; train / validation / test,
+   70/15/15 by lesion).
+2. Chosen on HAM10000's train + validation lesions only, by the grouped 5-fold
+   cross-validation of ``benchmarks/head_settings.py`` (each fold's head early-stopped on
+   lesions of its own training folds): first the image preparation, each candidate with the
+   head L2 1.0 and dropout 0.5; then the head's L2 for the chosen preparation. The measure is
+   malignant-versus-rest AUC, mean over the folds.
+3. Scored once, after the choice, the chosen recipe only: a head trained on the train part
+   (early-stopped on the validation part), malignant-versus-rest AUC with a 95% interval from
+   resampling lesions, on HAM10000's test part, on PH2 (another clinic's sharp images) and on
+   the CC0 ISIC sample (blurry thumbnails), both held out whole. No other candidate is scored
+   on them, so nobody can choose by them.
 
-"features (s)" is the time to compute the bottlenecks the recipe needed and the cache did not
-hold yet (a recipe that reuses an earlier one's preprocessing pays nothing); "head (s)" is
-the head's training. Asserts nothing: figures are measured here, never in the tests.
+Prints each table with the CPU model and writes them as Markdown to ``--out`` (default:
+lesionlib/results/generalization.md, shipped with the library), which notebook 06 shows.
+"features (s)" is the time to compute a preparation's bottlenecks (train + validation
+images); "heads (s)" the training of the five folds' heads. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -23,119 +31,112 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from machine import describe
+from head_settings import (DROPOUT, FOLDS, best, cross_validate, cross_validation_parts,
+                           development_bottlenecks, l2_table, workshop_settings)
+from machine import cpu_name, describe
 
-from lesionlib import backbones, dataset, evaluation, features, fsutil, generalization, splits, training
-from lesionlib.features import Preprocessing
-from lesionlib.generalization import Recipe
+from lesionlib import backbones, dataset, evaluation, features, generalization, splits, training
 from lesionlib.modelcard import markdown_table
-from lesionlib.settings import ACROSS_SOURCES, load_settings
-from lesionlib.splits import HELD_OUT
-from lesionlib.taxonomy import CLASSES
-from lesionlib.tfutil import import_tensorflow
-from lesionlib.training import HeadConfig
+from lesionlib.preprocessing import Preprocessing
+from lesionlib.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-BEST = ACROSS_SOURCES  # crop + 64 px + shades of gray: the workshop profile's default
+PREPARATION_L2 = 1.0  # the head's L2 while the preparation is chosen
+EXTERNAL = {"PH2": "data/ph2", "CC0": "data/isic-cc0-sample"}  # name in tables: folder in --shared
 
 
-def recipes() -> list[Recipe]:
-    return [
-        Recipe("original: whole image resized"),
-        Recipe("centre crop", Preprocessing(crop=True)),
-        Recipe("common resolution, 64 px", Preprocessing(resolution=64)),
-        Recipe("shades of gray", Preprocessing(colour="shades_of_gray")),
-        Recipe("crop + 64 px", Preprocessing(crop=True, resolution=64)),
-        Recipe("crop + 32 px + shades of gray", replace(BEST, resolution=32)),
-        Recipe("crop + 64 px + shades of gray", BEST),
-        Recipe("crop + 96 px + shades of gray", replace(BEST, resolution=96)),
-        Recipe("best + 2 augmented copies", BEST, augmentation=2),
-        Recipe("best + test-time augmentation (4 copies)", BEST, tta=4),
-        Recipe("best + class-balanced sampling", BEST, head=HeadConfig(balance="sampling")),
-        Recipe("best + hidden layer of 256", BEST, head=HeadConfig(hidden=256)),
-        Recipe("best + stronger L2 (3.0)", BEST, head=HeadConfig(l2=3.0)),
-    ]
+def candidates() -> dict[str, Preprocessing]:
+    sog = "shades_of_gray"
+    return {
+        "original: whole image resized": Preprocessing(),
+        "centre crop": Preprocessing(crop=True),
+        "64 px": Preprocessing(resolution=64),
+        "128 px": Preprocessing(resolution=128),
+        "shades of gray": Preprocessing(colour=sog),
+        "crop + 64 px": Preprocessing(crop=True, resolution=64),
+        "crop + 128 px": Preprocessing(crop=True, resolution=128),
+        "crop + shades of gray": Preprocessing(crop=True, colour=sog),
+        "crop + 64 px + shades of gray (the old default)":
+            Preprocessing(crop=True, resolution=64, colour=sog),
+        "crop + 128 px + shades of gray": Preprocessing(crop=True, resolution=128, colour=sog),
+    }
+
+
+def preparation_table(settings: Settings, manifest: pd.DataFrame, course_part: pd.Series,
+                      parts: list[pd.Series], backbone) -> pd.DataFrame:
+    """Cross-validation of every candidate preparation (head L2 1.0, dropout 0.5)."""
+    rows = {}
+    config = training.HeadConfig(l2=PREPARATION_L2, dropout=DROPOUT)
+    for name, preprocessing in candidates().items():
+        started = time.perf_counter()
+        bottlenecks = development_bottlenecks(settings, manifest, course_part, backbone, preprocessing)
+        seconds = time.perf_counter() - started
+        rows[name] = {**cross_validate(bottlenecks, manifest, parts, config), "features (s)": seconds}
+        print(f"{name}: {pd.Series(rows[name]).to_dict()} ({cpu_name()})", flush=True)
+    return pd.DataFrame(rows).T.rename_axis("preparation")
+
+
+def _interval(frame: pd.DataFrame, resamples: int, seed: int) -> tuple[float, str]:
+    auc = generalization.auc_interval(frame, resamples, seed)
+    return float(auc["estimate"]), f"{auc['low']:.3f}–{auc['high']:.3f}"
+
+
+def final_scores(settings: Settings, shared: Path, manifest: pd.DataFrame, course_part: pd.Series,
+                 backbone, preprocessing: Preprocessing, l2: float,
+                 resamples: int) -> tuple[dict, pd.DataFrame]:
+    """The chosen recipe, trained on the train part and scored once on HAM10000's test part
+    and on each held-out collection: the one row of AUCs, and the images each was scored on."""
+    bottlenecks = features.extract(manifest, backbone, settings.bottleneck_dir,
+                                   preprocessing=preprocessing, progress=False)
+    head = training.train_head(training.arrays(bottlenecks, manifest, course_part, "train"),
+                               training.arrays(bottlenecks, manifest, course_part, "validation"),
+                               training.HeadConfig(l2=l2, dropout=DROPOUT))
+    frames = {"HAM10000 test part": evaluation.predict_part(head, bottlenecks, manifest, course_part, "test")}
+    for name, folder in EXTERNAL.items():
+        sources = generalization.load_sources(workshop_settings(shared, settings.home, shared / folder),
+                                              progress=False)
+        part = splits.hold_out_source(sources.manifest, sources.external, seed=settings.seed)
+        held = features.extract(sources.manifest[part == splits.HELD_OUT], backbone, settings.bottleneck_dir,
+                                preprocessing=preprocessing, progress=False)
+        frames[name] = evaluation.predict_part(head, held, sources.manifest, part, splits.HELD_OUT)
+    row = {}
+    for name, frame in frames.items():
+        auc_name = "AUC" if name.startswith("HAM10000") else "AUC held-out source"
+        row[f"{auc_name} {name}"], row[f"{name} 95% interval"] = _interval(frame, resamples, settings.seed)
+    images = pd.DataFrame({name: frame["label"].value_counts() for name, frame in frames.items()}).T
+    return row, images.fillna(0).astype(int).rename_axis("scored once on")
 
 
 def _markdown(table: pd.DataFrame) -> str:
     return markdown_table(table, lambda column, v: f"{v:.1f}" if column.endswith("(s)") else f"{v:.3f}")
 
 
-def _settings(home: Path, main: Path, external: Path, shared: Path):
-    mobilenet = shared / "weights/tfhub/mobilenet_v2_100_224_feature_vector"
-    return load_settings({"LESIONLIB_HOME": str(home), "LESIONLIB_PROFILE": "workshop",
-                          "LESIONLIB_DATA_SOURCE": str(main), "LESIONLIB_EXTERNAL_SOURCE": str(external),
-                          "LESIONLIB_BACKBONE": str(mobilenet)})
-
-
-def fine_tuned(settings, sources: generalization.Sources, part: pd.Series, shared: Path,
-               resamples: int) -> dict:
-    """Not a course setting: the last inverted-residual block and the final 1x1 convolution of
-    Keras MobileNet V2 (the same weights, from ../shared/weights/keras/) trained together with
-    the head, on activations computed once below that block. Batch-norm layers stay frozen."""
-    import keras
-
-    started = time.perf_counter()
-    base = keras.applications.MobileNetV2(
-        input_shape=(224, 224, 3), include_top=False, pooling="avg",
-        weights=str(shared / "weights/keras/mobilenet_v2_1.0_224_no_top.weights.h5"))
-    bottom = keras.Model(base.input, base.get_layer("block_15_add").output)
-    top = keras.Model(base.get_layer("block_16_expand").input, base.output)
-    activations, labels = {}, {}
-    for name in ("train", "validation", "test", HELD_OUT):
-        rows = sources.manifest[part == name]
-        pipeline = features.image_pipeline([str(p) for p in rows["path"]], np.zeros((len(rows), 2)), 224,
-                                           (-1.0, 1.0), BEST)  # Keras MobileNet V2 takes [-1, 1]
-        activations[name] = np.zeros((len(rows), *bottom.output.shape[1:]), np.float32)
-        for positions, batch in pipeline:  # an image that cannot be decoded stays all zeros
-            activations[name][positions.numpy()] = bottom(batch, training=False).numpy()
-        labels[name] = training.label_indices(rows["label"])
-    features_done = time.perf_counter()
-
-    for layer in top.layers:
-        layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
-    inputs = keras.Input(activations["train"].shape[1:])
-    hidden = keras.layers.Dropout(0.5)(top(inputs, training=False))
-    outputs = keras.layers.Dense(len(CLASSES), activation="softmax",
-                                 kernel_regularizer=keras.regularizers.L2(0.01))(hidden)
-    model = keras.Model(inputs, outputs)
-    model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
-    keras.utils.set_random_seed(settings.seed)
-    weights = training.class_weights(labels["train"])
-    model.fit(activations["train"], labels["train"], batch_size=32, epochs=60, verbose=0,
-              sample_weight=np.array([weights[y] for y in labels["train"]], np.float32),
-              validation_data=(activations["validation"], labels["validation"]),
-              callbacks=[keras.callbacks.EarlyStopping(patience=8, restore_best_weights=True)])
-    head_done = time.perf_counter()
-
-    auc = {}
-    for name in ("test", HELD_OUT):
-        index = sources.manifest.index[part == name]
-        frame = pd.DataFrame(model.predict(activations[name], verbose=0), index=index,
-                             columns=evaluation.PROBABILITY)
-        frame["label"] = sources.manifest.loc[index, "label"]
-        frame["group"] = splits.groups(sources.manifest).loc[index]
-        auc[name] = generalization.auc_interval(frame, resamples, settings.seed)
-    return generalization.table_row("best + fine-tuning the last block (Keras weights)", auc,
-                                    features_done - started, head_done - features_done)
-
-
-def run(settings, chosen: list[Recipe], resamples: int) -> tuple[generalization.Sources, pd.DataFrame]:
-    dataset.prepare(settings, progress=False)  # notebook 01 for the main source
-    sources = generalization.load_sources(settings, progress=False)
-    backbone = backbones.load(settings)
-    part = sources.split(settings.seed)
-    outcomes = []
-    for recipe in chosen:
-        outcomes.append(generalization.evaluate(recipe, backbone, sources.manifest, part,
-                                                settings.bottleneck_dir, settings.seed, resamples))
-        print(pd.Series(outcomes[-1].row()).to_string(), "\n", flush=True)
-    return sources, generalization.comparison(outcomes)
+def report(machine: str, minutes: float, preparations: pd.DataFrame, chosen: str,
+           l2s: pd.DataFrame, l2: float, row: dict, images: pd.DataFrame) -> str:
+    final = pd.DataFrame([row], index=pd.Index([f"{chosen}, L2 {l2:g}"], name="recipe"))
+    return "\n\n".join([
+        "# Generalization across sources (benchmarks/generalization.py)",
+        f"{machine}; MobileNet V2 (shared weights), workshop profile, seed 42; "
+        f"{minutes:.0f} minutes in all.",
+        "Trained on HAM10000 (up to 500 images per class, split by lesion into train / validation "
+        "/ test, 70/15/15). Everything was **chosen on HAM10000's train + validation lesions "
+        f"only**, by grouped {FOLDS}-fold cross-validation (each fold's head early-stopped on "
+        "lesions of its own training folds), by the mean malignant-versus-rest AUC over the "
+        "folds; \"sd\" is the standard deviation over the folds. The test part of HAM10000 and "
+        "the two held-out collections, PH2 and the CC0 ISIC sample, were scored **once, after "
+        "the choice**, with the chosen recipe only.",
+        f"## 1. Image preparation (cross-validation; head L2 {PREPARATION_L2:g}, dropout {DROPOUT})\n\n"
+        + _markdown(preparations) + f"\n\nChosen: **{chosen}**.",
+        f"## 2. Head L2 for {chosen} (cross-validation; dropout {DROPOUT})\n\n"
+        + _markdown(l2s.rename(index=lambda value: f"{value:g}")) + f"\n\nChosen: **L2 {l2:g}**.",
+        "## 3. The chosen recipe, scored once after the choice\n\n"
+        "Trained on the train part, early-stopped on the validation part. AUC of malignant "
+        "versus the rest, with a 95% interval from resampling lesions.\n\n" + _markdown(final)
+        + "\n\nImages scored:\n\n" + _markdown(images),
+    ]) + "\n"
 
 
 def main() -> None:
@@ -146,40 +147,29 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=ROOT / "lesionlib" / "results" / "generalization.md")
     args = parser.parse_args()
-    tf = import_tensorflow()
-    ham, cc0 = args.shared / "data" / "ham10000", args.shared / "data" / "isic-cc0-sample"
-
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as temporary:
-        home = args.home or Path(temporary)
-        forward_settings = _settings(home / "ham", ham, cc0, args.shared)
-        forward_sources, forward = run(forward_settings, recipes(), args.resamples)
-        part = forward_sources.split(forward_settings.seed)
-        tuned = fine_tuned(forward_settings, forward_sources, part, args.shared, args.resamples)
-        print(pd.Series(tuned).to_string(), flush=True)
-        forward = pd.concat([forward, pd.DataFrame([tuned]).set_index("recipe")])
-        chosen = [r for r in recipes()
-                  if r.name in ("original: whole image resized", "crop + 64 px + shades of gray")]
-        _, backward = run(_settings(home / "cc0", cc0, ham, args.shared), chosen, args.resamples)
-        both = forward_settings
-        outcome = generalization.evaluate(chosen[1], backbones.load(both), forward_sources.manifest,
-                                          forward_sources.split_together(both.seed), both.bottleneck_dir,
-                                          both.seed, args.resamples)
-        together = generalization.per_source(outcome.predictions["test"], forward_sources.manifest,
-                                             args.resamples)
+        settings = workshop_settings(args.shared, args.home or Path(temporary))
+        manifest = dataset.prepare(settings, progress=False).manifest
+        course_part = splits.grouped_split(manifest, seed=settings.seed)
+        parts = cross_validation_parts(manifest, course_part, settings.seed)
+        backbone = backbones.load(settings)
+        import tensorflow as tf  # loaded by now: only its version is wanted, for the machine line
 
-    counts = forward_sources.manifest.groupby(["source", "label"]).size().unstack(fill_value=0)
-    text = "\n\n".join([
-        "# Generalization across sources (benchmarks/generalization.py)",
-        describe(tf) + "; MobileNet V2 (shared weights), workshop profile, seed 42.",
-        "Images in use after the checks of notebook 01:\n\n" + _markdown(counts),
-        "## Trained on HAM10000, tested on its own test lesions and on the CC0 ISIC sample\n\n"
-        + _markdown(forward),
-        "## Trained on the CC0 ISIC sample, tested on its own test lesions and on HAM10000\n\n"
-        + _markdown(backward),
-        "## Trained on both (best recipe), tested on each source's own test lesions\n\n"
-        + _markdown(together.rename_axis("source")),
-    ]) + "\n"
-    fsutil.write_text_atomic(args.out, text)
+        preparations = preparation_table(settings, manifest, course_part, parts, backbone)
+        chosen = best(preparations)
+        print(f"\n{preparations.to_string(float_format='{:.3f}'.format)}\nchosen: {chosen} ({cpu_name()})\n")
+        development = development_bottlenecks(settings, manifest, course_part, backbone, candidates()[chosen])
+        l2s = l2_table(development, manifest, parts)
+        l2 = float(best(l2s))
+        print(f"{l2s.to_string(float_format='{:.3f}'.format)}\nchosen: L2 {l2:g} ({cpu_name()})\n")
+
+        row, images = final_scores(settings, args.shared, manifest, course_part, backbone,
+                                   candidates()[chosen], l2, args.resamples)
+    print(f"Scored once, after the choice ({cpu_name()}):\n{pd.Series(row).to_string()}\n", flush=True)
+    minutes = (time.perf_counter() - started) / 60
+    text = report(describe(tf), minutes, preparations, chosen, l2s, l2, row, images)
+    args.out.write_text(text, encoding="utf-8")
     print(text)
 
 
