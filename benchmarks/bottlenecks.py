@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from machine import describe
 
@@ -64,8 +63,8 @@ def main() -> None:
                 image = tf.image.resize(tf.image.convert_image_dtype(image, tf.float32), [size, size])
                 backbone(image[tf.newaxis]).numpy()
 
-        decoded = [batch for _, batch in features.image_pipeline(
-            [str(p) for p in frame["path"]], np.zeros((n, 2)), size, backbone.spec.value_range)]
+        load = features.image_loader(size)
+        decoded = list(tf.data.Dataset.from_tensor_slices([str(p) for p in frame["path"]]).map(load).batch(32))
 
         def network_alone() -> None:
             for batch in decoded:

@@ -12,7 +12,7 @@ cell still holds its placeholder, so a notebook run top to bottom, as the course
 it, does not stop there; it raises :class:`NotRight` with a hint for a wrong answer (shown
 without a traceback, like every :class:`~lesionlib.LesionlibError`); and it prints a line
 starting with a tick for a right one. The folded solution under each exercise calls the same
-check, so CI proves every solution right, and ``tests/test_exercises.py`` proves every check
+check, so CI proves every solution right, and ``tests/test_exercises_*.py`` prove every check
 rejects a wrong answer.
 
 Why a few lines of our own rather than otter-grader or nbgrader: those grade assignments
