@@ -301,12 +301,6 @@ def dataset_info(settings: Settings) -> dict:
     return _built_info(settings)
 
 
-def load_rejected(settings: Settings) -> pd.DataFrame:
-    """The files notebook 01 left out, with the reason (written beside the manifest)."""
-    _built_info(settings)
-    return pd.read_csv(settings.rejected_path, dtype=str, keep_default_na=False)
-
-
 def load_duplicates(settings: Settings) -> pd.DataFrame:
     """The duplicates notebook 01 left out, each beside the image that was kept."""
     _built_info(settings)

@@ -216,14 +216,6 @@ def load_head(folder: Path) -> tuple[object, dict]:
     return keras.models.load_model(folder / "head.keras"), record
 
 
-def load_history(folder: Path) -> pd.DataFrame:
-    """``history.csv`` of a saved head, as :func:`history_table` made it."""
-    # Read as text and converted with Python's float(): pandas < 3 parses floats in CSV with a
-    # fast parser that can be one unit in the last place off.
-    history = pd.read_csv(Path(folder) / "history.csv", dtype=str)
-    return history.astype(float).astype({"epoch": int}).set_index("epoch")
-
-
 def record_digest(record: dict) -> str:
     """A short hash of a head's record (``training.json``): reports and exported models carry
     it, so a report of another head (other data, split, backbone or settings) is recognised."""
