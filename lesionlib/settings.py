@@ -71,6 +71,7 @@ class Profile:
     external_source: str = NO_SOURCE  # a second collection for notebook 06, if the profile has one
     keras_weights: str = IMAGENET
     fine_tuning: FineTuning = FineTuning()
+    head_epochs: int = 300  # the most a head trains; early stopping usually ends it sooner
 
 
 # The sizes follow the original TensorFlow for Poets project: up to 500 images per class
@@ -86,7 +87,7 @@ PROFILE_TABLE: dict[str, Profile] = {
     "smoke": Profile("smoke", SYNTHETIC, 40, "tiny", "thumbnail_256",
                      "synthetic images and a tiny stand-in network: tests the mechanics offline",
                      WORKSHOP_PREPARATION, external_source=SYNTHETIC_OTHER_CLINIC, keras_weights=NO_SOURCE,
-                     fine_tuning=FineTuning(alpha=0.35, epochs=1)),
+                     fine_tuning=FineTuning(alpha=0.35, epochs=1), head_epochs=40),
     "workshop": Profile("workshop", ISIC_ARCHIVE, 500, "mobilenet_v2_100_224", "thumbnail_256",
                         "real ISIC images, up to 500 per class, MobileNet V2: a laptop CPU",
                         WORKSHOP_PREPARATION),
@@ -114,6 +115,7 @@ class Settings:
     preprocessing: Preprocessing = ORIGINAL  # how images become the network's input
     keras_weights: str | Path | None = IMAGENET  # for fine-tuning: "imagenet", a file, or None
     fine_tuning: FineTuning = FineTuning()
+    head_epochs: int = 300
     external_source: str | Path | None = None  # another collection, to test generalisation on
     data_root: Path | None = None  # where this source's images and manifest go; default home/data
     pack: Path | None = None  # the unpacked workshop pack whose contents are in use, if any
@@ -346,6 +348,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         preprocessing=profile.preprocessing,
         keras_weights=keras_weights,
         fine_tuning=profile.fine_tuning,
+        head_epochs=profile.head_epochs,
         external_source=external_source,
         pack=pack if pack_used else None,
     )

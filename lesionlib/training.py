@@ -126,7 +126,8 @@ def train_head(train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarra
     fitted = head.fit(batches, validation_data=checks, epochs=config.epochs, verbose=0, shuffle=False,
                       class_weight=class_weights(y_train) if config.class_weighting else None,
                       callbacks=[keras.callbacks.EarlyStopping(
-                          monitor="val_loss", patience=config.patience, restore_best_weights=True)])
+                          monitor="val_loss", min_delta=1e-3, patience=config.patience,
+                          restore_best_weights=True)])
     history = history_table(fitted.history)
     return TrainedHead(head, history, int(history["val_loss"].idxmin()))
 
