@@ -3,17 +3,17 @@
 A classifier can score well on unseen lesions of its own collection and fail on another
 clinic's: other cameras, light, framing, patients. :func:`evaluate` trains a head by one
 :class:`Recipe` on the ``train`` part of a (possibly combined) manifest and measures
-malignant-versus-rest AUC, with an interval from resampling lesions, on the parts asked for:
-``validation`` (to choose a recipe on), then, once a recipe is chosen, ``test`` (unseen
-lesions of the training sources) and ``held out`` (a source never trained on; see
-:func:`lesionlib.splits.hold_out_source`). Notebook 06 and ``benchmarks/generalization.py``
-put several recipes side by side.
+malignant-versus-rest AUC, with an interval from resampling lesions, on ``validation``: the
+part recipes are compared and chosen on. Once one is chosen, :func:`score` scores its head on
+``test`` (unseen lesions of the training sources) and ``held out`` (a source never trained on;
+see :func:`lesionlib.splits.hold_out_source`), once. Until then, not one image of those parts
+goes through the network. Notebook 06 shows the whole procedure.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 
 import pandas as pd
@@ -109,20 +109,15 @@ class Outcome:
     head_seconds: float
 
     def row(self) -> dict:
-        """The recipe's row of a comparison table."""
-        return table_row(self.recipe.name, self.auc, self.feature_seconds, self.head_seconds)
-
-
-def table_row(name: str, auc: dict[str, pd.Series], feature_seconds: float, head_seconds: float) -> dict:
-    """One row of a comparison: AUC and interval per part, and the time taken."""
-    row = {"recipe": name}
-    for part, value in auc.items():
-        label = {HELD_OUT: "held-out source", "test": "same source (test)"}.get(part, part)
-        row[f"AUC {label}"] = value["estimate"]
-        row[f"AUC {label} 95% interval"] = f"{value['low']:.3f}–{value['high']:.3f}"
-    row["features (s)"] = round(feature_seconds, 1)
-    row["head (s)"] = round(head_seconds, 1)
-    return row
+        """The recipe's row of a comparison table: AUC and interval per part, and the time taken."""
+        row = {"recipe": self.recipe.name}
+        for part, value in self.auc.items():
+            label = {HELD_OUT: "held-out source", "test": "same source (test)"}.get(part, part)
+            row[f"AUC {label}"] = value["estimate"]
+            row[f"AUC {label} 95% interval"] = f"{value['low']:.3f}–{value['high']:.3f}"
+        row["features (s)"] = round(self.feature_seconds, 1)
+        row["head (s)"] = round(self.head_seconds, 1)
+        return row
 
 
 def auc_interval(frame: pd.DataFrame, resamples: int = 1000, seed: int = 42) -> pd.Series:
@@ -137,25 +132,42 @@ def evaluate(recipe: Recipe, backbone: Backbone, manifest: pd.DataFrame, part: p
     """Train by ``recipe`` on the ``train`` part (stopping on ``validation``); AUC on ``parts``.
 
     Recipes are compared on ``validation``; ask for ``test`` and ``held out`` only for the
-    recipe chosen, once, at the end: a choice made on them would make their scores a lie.
+    recipe chosen, once, at the end (:func:`score`): a choice made on them would make their
+    scores a lie. Only the images of ``train``, ``validation`` and ``parts`` are read.
     """
     started = time.perf_counter()
-    train = extract(manifest[part == "train"], backbone, cache_root, preprocessing=recipe.preprocessing,
-                    progress=progress)
-    others = extract(manifest[part != "train"], backbone, cache_root, preprocessing=recipe.preprocessing,
-                     progress=progress)
+    bottlenecks = extract(manifest[part.isin(["train", "validation"])], backbone, cache_root,
+                          preprocessing=recipe.preprocessing, progress=progress)
     features_done = time.perf_counter()
-    head = train_head(arrays(train, manifest, part, "train"),
-                      arrays(others, manifest, part, "validation"), recipe.head)
-    head_done = time.perf_counter()
-    predictions = {name: predict_part(head, others, manifest, part, name)
-                   for name in parts if (part == name).any()}
+    head = train_head(arrays(bottlenecks, manifest, part, "train"),
+                      arrays(bottlenecks, manifest, part, "validation"), recipe.head)
+    outcome = Outcome(recipe, head, {}, {}, features_done - started, time.perf_counter() - features_done)
+    return score(outcome, backbone, manifest, part, cache_root, seed, resamples, progress, parts)
+
+
+def score(outcome: Outcome, backbone: Backbone, manifest: pd.DataFrame, part: pd.Series,
+          cache_root, seed: int = 42, resamples: int = 1000, progress: bool = False,
+          parts: tuple[str, ...] = ("test", HELD_OUT)) -> Outcome:
+    """``outcome`` with its head's predictions and AUC on ``parts`` added (those ``part`` has).
+
+    The head is the one trained: scoring the chosen recipe on ``test`` and ``held out`` trains
+    nothing again, so the numbers reported are those of the head that was chosen.
+    """
+    present = [name for name in parts if (part == name).any()]
+    if not present:  # e.g. no held-out source set
+        return outcome
+    started = time.perf_counter()
+    bottlenecks = extract(manifest[part.isin(present)], backbone, cache_root,
+                          preprocessing=outcome.recipe.preprocessing, progress=progress)
+    seconds = time.perf_counter() - started
+    predictions = {name: predict_part(outcome.head, bottlenecks, manifest, part, name) for name in present}
     auc = {name: auc_interval(frame, resamples, seed) for name, frame in predictions.items()}
-    return Outcome(recipe, head, predictions, auc, features_done - started, head_done - features_done)
+    return replace(outcome, predictions={**outcome.predictions, **predictions}, auc={**outcome.auc, **auc},
+                   feature_seconds=outcome.feature_seconds + seconds)
 
 
 def reference_results() -> str:
-    """The tables ``benchmarks/generalization.py`` measured on HAM10000 and the CC0 ISIC sample
+    """The tables ``benchmarks/generalization.py`` measured on HAM10000 and held-out collections
     (Markdown, shipped with lesionlib so that notebook 06 can show them anywhere)."""
     return resources.files("lesionlib").joinpath("results", "generalization.md").read_text(encoding="utf-8")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lesionlib import dataset, explore, generalization, splits, training
+from lesionlib import dataset, explore, features, generalization, splits, training
 from lesionlib.preprocessing import Preprocessing
 from lesionlib.generalization import Recipe
 from lesionlib.settings import NO_SOURCE, SYNTHETIC_OTHER_CLINIC, SettingsError
@@ -98,27 +98,57 @@ def test_a_split_of_several_sources_gives_every_part_every_source(smoke_sources)
     assert splits.crossing_groups(sources.manifest, part) == 0
 
 
-def test_a_recipe_for_the_other_camera_repairs_the_drop(smoke_sources):
+def test_a_recipe_for_the_other_camera_repairs_the_drop(smoke_sources, monkeypatch):
     settings, sources = smoke_sources
     from lesionlib import backbones
 
     backbone = backbones.load(settings)
     part = sources.split(seed=42)
+    read = []  # the parts of the images each extraction reads
+
+    def extract(manifest, *args, **kwargs):
+        read.append(set(part[manifest.index]))
+        return features.extract(manifest, *args, **kwargs)
+
+    monkeypatch.setattr(generalization, "extract", extract)
     repair = Preprocessing(crop=True, resolution=32, colour="shades_of_gray")
     recipes = (Recipe("original"), Recipe("repaired", repair))
-    original, repaired = (generalization.evaluate(recipe, backbone, sources.manifest, part,
-                                                  settings.bottleneck_dir, resamples=200,
-                                                  parts=("validation", "test", splits.HELD_OUT))
-                          for recipe in recipes)
+    chosen = [generalization.evaluate(recipe, backbone, sources.manifest, part, settings.bottleneck_dir,
+                                      resamples=200) for recipe in recipes]
+    assert all(list(outcome.auc) == ["validation"] for outcome in chosen)
+    assert set().union(*read) == {"train", "validation"}  # choosing reads no test or held-out image
+    original, repaired = (generalization.score(outcome, backbone, sources.manifest, part,
+                                               settings.bottleneck_dir, resamples=200)
+                          for outcome in chosen)
+    assert read[-1] == {"test", splits.HELD_OUT}
+    assert original.head is chosen[0].head and list(chosen[0].auc) == ["validation"]  # a copy, same head
+    assert list(original.auc) == ["validation", "test", splits.HELD_OUT]
     held_out = original.auc[splits.HELD_OUT]["estimate"]
     assert original.auc["test"]["estimate"] > held_out + 0.05  # the drop on the other camera's images
     assert repaired.auc[splits.HELD_OUT]["estimate"] > held_out + 0.05  # and its repair
     table = generalization.comparison([original, repaired])
     assert list(table.index) == ["original", "repaired"]
-    assert {"AUC validation", "AUC same source (test)", "AUC held-out source", "features (s)",
-            "head (s)"} <= set(table.columns)
+    assert list(table.columns) == [
+        "AUC validation", "AUC validation 95% interval", "AUC same source (test)",
+        "AUC same source (test) 95% interval", "AUC held-out source", "AUC held-out source 95% interval",
+        "features (s)", "head (s)"]
     low, high = map(float, table.loc["original", "AUC held-out source 95% interval"].split("–"))
     assert low <= table.loc["original", "AUC held-out source"] <= high
+
+
+def test_scoring_a_part_that_is_not_there_changes_nothing(smoke_sources):
+    settings, sources = smoke_sources
+    from lesionlib import backbones
+
+    part = splits.grouped_split(sources.manifest[sources.manifest["source"] == "synthetic"], seed=42)
+    manifest = sources.manifest.loc[part.index]
+    backbone = backbones.load(settings)
+    outcome = generalization.evaluate(Recipe("alone", head=QUICK), backbone, manifest, part,
+                                      settings.bottleneck_dir, resamples=50)
+    scored = generalization.score(outcome, backbone, manifest, part, settings.bottleneck_dir, resamples=50)
+    assert list(scored.auc) == ["validation", "test"]  # no held-out source: nothing to score there
+    assert generalization.score(scored, backbone, manifest, part, settings.bottleneck_dir,
+                                parts=(splits.HELD_OUT,)) is scored
 
 
 def test_per_source_scores_and_the_sources_figure(smoke_sources):
@@ -137,7 +167,7 @@ def test_per_source_scores_and_the_sources_figure(smoke_sources):
 
 def test_the_reference_results_ship_with_lesionlib():
     text = generalization.reference_results()
-    assert "HAM10000" in text and "CC0" in text and "AUC held-out source" in text
+    assert "HAM10000" in text and "held-out" in text
 
 
 def test_without_an_external_source_the_main_one_is_split_as_usual(make_settings):
@@ -168,14 +198,6 @@ def test_one_source_is_split_exactly_as_before(trained_smoke, smoke_sources):
     held = sources.split(seed=42)
     alone = splits.grouped_split(sources.manifest[main], seed=42)
     assert (held[main] == alone).all()  # holding a source out leaves the main split as it was
-
-
-def test_profiles_prepare_images_as_measured(make_settings):
-    from lesionlib.settings import ACROSS_SOURCES
-
-    assert make_settings(profile="workshop", data_source="synthetic").preprocessing == ACROSS_SOURCES
-    assert make_settings(profile="smoke").preprocessing == ACROSS_SOURCES
-    assert make_settings(profile="full", data_source="synthetic").preprocessing == Preprocessing()
 
 
 def test_two_sources_with_one_name_are_refused(make_settings, tmp_path):
