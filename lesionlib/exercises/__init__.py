@@ -24,6 +24,7 @@ learner wants a hint, not a score.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .. import LesionlibError
@@ -52,3 +53,25 @@ def require(condition: bool, hint: str) -> None:
 def passed(message: str) -> None:
     """Say that the answer is right, and what it shows."""
     print(f"✓ Right. {message}")
+
+
+def results_of(function: Any, inputs: list, name: str,
+               shown: Callable[[Any], str] = repr) -> list | None:
+    """The learner's ``function`` applied to each input; None (and "not answered yet") while it
+    is the placeholder, a function whose body is ``...`` and so returns None for everything.
+    ``shown`` names an input in the hint when the function fails on it."""
+    if not callable(function):
+        if not unanswered(function):
+            raise NotRight(f"`{name}` should be a function: `def {name}(...):` and its body.")
+        return None
+    results = []
+    for value in inputs:
+        try:
+            results.append(function(value))
+        except Exception as error:  # the learner's code: say where it failed, not how to fix it
+            raise NotRight(f"Your function raised {type(error).__name__} ({error}) for "
+                           f"{shown(value)}.") from None
+    if all(result is None or result is Ellipsis for result in results):
+        unanswered(None)
+        return None
+    return results

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from ..taxonomy import CLASSES, class_of_diagnosis_1
-from . import NotRight, passed, require, unanswered
+from . import NotRight, passed, require, results_of, unanswered
 
 NOT_RECORDED = "not recorded"
 
@@ -86,28 +86,6 @@ def _terms() -> list[str]:
     from isic_metadata.diagnosis_hierarchical import DiagnosisEnum
 
     return [term.value for term in DiagnosisEnum]
-
-
-def results_of(function: Any, inputs: list, name: str,
-               shown: Callable[[Any], str] = repr) -> list | None:
-    """The learner's ``function`` applied to each input; None (and "not answered yet") while it
-    is the placeholder, a function whose body is ``...`` and so returns None for everything.
-    ``shown`` names an input in the hint when the function fails on it."""
-    if not callable(function):
-        if not unanswered(function):
-            raise NotRight(f"`{name}` should be a function: `def {name}(...):` and its body.")
-        return None
-    results = []
-    for value in inputs:
-        try:
-            results.append(function(value))
-        except Exception as error:  # the learner's code: say where it failed, not how to fix it
-            raise NotRight(f"Your function raised {type(error).__name__} ({error}) for "
-                           f"{shown(value)}.") from None
-    if all(result is None or result is Ellipsis for result in results):
-        unanswered(None)
-        return None
-    return results
 
 
 def class_of(function: Callable[[str], Any]) -> None:

@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..tfutil import import_tensorflow
-from . import NotRight, passed, require, unanswered
-from .n01 import results_of
+from . import NotRight, passed, require, results_of, unanswered
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.5)
 

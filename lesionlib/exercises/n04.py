@@ -18,8 +18,7 @@ from scipy.stats import rankdata
 
 from .. import evaluation
 from ..taxonomy import CLASSES
-from . import NotRight, passed, require, unanswered
-from .n01 import results_of
+from . import NotRight, passed, require, results_of, unanswered
 
 # Confusion matrices to try a function on besides the learner's own: rows and columns differ
 # (a transposed matrix gives other numbers), and one class has no images and is never predicted.

@@ -20,8 +20,7 @@ import numpy as np
 from .. import DISCLAIMER
 from ..export import tflite_path
 from ..taxonomy import CLASSES
-from . import NotRight, passed, require, unanswered
-from .n01 import results_of
+from . import NotRight, passed, require, results_of, unanswered
 
 MALIGNANT = CLASSES.index("malignant")
 CHECKED_IMAGES = 8  # test images each TFLite check runs: enough to see a slip, quick on a CPU

@@ -20,8 +20,7 @@ from ..evaluation import PROBABILITY, balanced_accuracy as right_balanced_accura
 from ..splits import HELD_OUT
 from ..taxonomy import CLASSES
 from ..tfutil import import_tensorflow
-from . import NotRight, passed, require, unanswered
-from .n01 import results_of
+from . import NotRight, passed, require, results_of
 
 SIDE = 128  # the check's images are scaled to at most this many pixels a side
 RESAMPLES = 2000  # the checks' own bootstrap: twice the learner's, so its noise is the smaller
