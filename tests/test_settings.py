@@ -60,3 +60,22 @@ def test_default_home_is_the_checkout(monkeypatch):
     settings = load_settings({})
     assert (settings.home / "pyproject.toml").is_file()
     assert settings.home == Path(__file__).resolve().parent.parent
+
+
+def test_profiles_prepare_and_fine_tune_as_chosen(tmp_path):
+    """The workshop's preparation is the one cross-validated on HAM10000's own lesions
+    (benchmarks/generalization.py); smoke mirrors it; full keeps the original's whole image.
+    Fine-tuning is a tiny random network for smoke, ImageNet weights otherwise."""
+    from lesionlib.preprocessing import Preprocessing
+
+    def profile(name: str):
+        return load_settings({"LESIONLIB_HOME": str(tmp_path), "LESIONLIB_PROFILE": name,
+                              "LESIONLIB_DATA_SOURCE": "synthetic"})
+
+    smoke, workshop, full = profile("smoke"), profile("workshop"), profile("full")
+    assert workshop.preprocessing == smoke.preprocessing == Preprocessing(crop=True, resolution=128)
+    assert full.preprocessing == Preprocessing()
+    assert smoke.keras_weights is None and smoke.fine_tuning.alpha < 1 and smoke.head_epochs < 100
+    assert workshop.keras_weights == full.keras_weights == "imagenet"
+    assert workshop.fine_tuning.alpha == 1.0 and full.fine_tuning.epochs > workshop.fine_tuning.epochs
+    assert workshop.as_table()["fine-tuning weights"] == "imagenet"
