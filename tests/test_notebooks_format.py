@@ -128,3 +128,19 @@ def test_each_notebook_ends_with_exercises_checks_and_folded_solutions(path):
 
 def test_the_course_has_a_dozen_exercises_that_write_code():
     assert sum(len(_exercises(path)) for path in NOTEBOOKS) >= 12
+
+
+@pytest.mark.parametrize("name, calls", [
+    ("03", [".map(", ".batch(", ".prefetch(", "hub.load(", "keras.layers.Normalization", "keras.layers.Dropout",
+            "keras.layers.Dense", "kernel_regularizer", ".summary()", ".compile(", ".fit(", ".trainable",
+            "EarlyStopping", "keras.applications.MobileNetV2"]),
+    ("04", ["np.diag(", ".sum(axis=1)", "rng.integers(", "np.nanpercentile("]),
+    ("05", ["ExportArchive", "tf.saved_model.load(", "TFLiteConverter", ".invoke()"]),
+])
+def test_the_model_is_written_out_in_the_lessons(name, calls):
+    """The lesson's own TensorFlow (and numpy) is in cells a learner reads, not in lesionlib:
+    every call below appears in a code cell that is not an exercise's solution."""
+    path = next(p for p in NOTEBOOKS if p.name.startswith(name))
+    shown = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells
+                      if c.cell_type == "code" and "solution" not in c.metadata.get("tags", []))
+    assert [call for call in calls if call not in shown] == []
