@@ -129,6 +129,12 @@ def _reject(rows: pd.DataFrame, reason: str, detail: Callable[[pd.Series], str])
 def _check(candidates: pd.DataFrame, max_pixels: int, progress: bool):
     """Inspect every candidate: ``(accepted frame, their Checked results, rejected, duplicates)``."""
     rejected: list[dict] = []
+    # An id that is a path, a file outside the collection: never opened (sources.py decides).
+    unsafe = candidates["reject_reason"].notna().to_numpy(dtype=bool)
+    rejected += [{"image_id": r.image_id, "label": r.label, "lesion_id": r.lesion_id,
+                  "original_path": str(r.source_path), "reason": r.reject_reason,
+                  "detail": r.reject_detail} for r in candidates.loc[unsafe].itertuples()]
+    candidates = candidates.loc[~unsafe]
     no_class = candidates["label"].isna().to_numpy(dtype=bool)
     rejected += _reject(candidates.loc[no_class], NO_CLASS, lambda r: f"diagnosis {r.diagnosis!r}")
     candidates = candidates.loc[~no_class]

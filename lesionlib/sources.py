@@ -8,12 +8,18 @@ Four layouts are recognised, by :func:`detect_layout`:
 ``isic-json``      one ISIC Archive JSON record per image, ``<name>.json`` beside the image
 ``class-folders``  ``train/<class>/*.jpg`` or ``<class>/*.jpg`` (the original project's layout)
 
-Every importer returns the same columns (:data:`COLUMNS`); the images are not opened here.
+Every importer returns the same columns (:data:`COLUMNS`), plus :data:`PROBLEM_COLUMNS`; the
+images are not opened here. An id is never trusted as a path: it must follow the layout's id
+grammar (:func:`id_problem`), and every image path must resolve (symbolic links followed) to a
+file inside the folder read. A row that breaks either rule keeps its metadata for the report but
+gets a ``reject_reason`` (:data:`UNUSABLE_ID` or :data:`OUTSIDE`) and a ``reject_detail`` that
+says what to fix, and its ``source_path`` is the folder itself, which is no file: it is never read.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,6 +32,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 COLUMNS = ["image_id", "source_path", "label", "diagnosis", "lesion_id", "patient_id",
            "age", "sex", "site", "license", "attribution"]
+# Why a row must be rejected before any file is opened (None: nothing wrong), and the fix.
+PROBLEM_COLUMNS = ["reject_reason", "reject_detail"]
+UNUSABLE_ID = "unusable image id"
+OUTSIDE = "file outside the collection folder"
+
+ISIC_ID = re.compile(r"ISIC_\d{7}")  # the ISIC Archive's ids, e.g. ISIC_0024306
+MAX_ID_LENGTH = 200
 
 
 HAM10000_ATTRIBUTION = ("HAM10000 (Tschandl, Rosendahl, Kittler 2018), ViDIR Group, "
@@ -34,6 +47,64 @@ HAM10000_ATTRIBUTION = ("HAM10000 (Tschandl, Rosendahl, Kittler 2018), ViDIR Gro
 
 class SourceError(LesionlibError, ValueError):
     """A folder is not a dataset the importers recognise, or its metadata is unusable."""
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """``value`` for a message, cut short: an id can be a whole file's worth of text."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def id_problem(value: object, isic: bool = False) -> str | None:
+    """Why ``value`` cannot be an image id, or None if it can.
+
+    An id names one file: a plain file name, without ``/`` or ``\\``, ``..``, a leading dot,
+    control characters (NUL included), or more than :data:`MAX_ID_LENGTH` characters. With
+    ``isic``, it must be an ISIC Archive id (``ISIC_`` and 7 digits).
+    """
+    if not isinstance(value, str) or not value:
+        return "is empty" if value in ("", None) else "is not text"
+    if isic:
+        return None if ISIC_ID.fullmatch(value) else "is not an ISIC id (ISIC_ and 7 digits)"
+    if len(value) > MAX_ID_LENGTH:
+        return f"is longer than {MAX_ID_LENGTH} characters"
+    if "/" in value or "\\" in value:
+        return "holds a path separator (an id is a file name, not a path)"
+    if ".." in value or value.startswith("."):
+        return "holds '..' or starts with a dot"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return "holds a control character"
+    return None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` resolves (symbolic links followed) to somewhere inside ``root`` (resolved)."""
+    try:
+        return Path(path).resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # a symlink loop, an unreadable component
+        return False
+
+
+def _guarded(rows: list[dict], folder: Path, id_field: str | None, isic: bool = False) -> list[dict]:
+    """``rows`` with every id (unless ``id_field`` is None: ids taken from file names found) and
+    every path checked: a row breaking a rule is marked, and its file is never read."""
+    root = Path(folder).resolve()
+    for row in rows:
+        row["reject_reason"] = row["reject_detail"] = None
+        problem = id_problem(row["image_id"], isic) if id_field else None
+        if problem is not None:
+            row["reject_reason"] = UNUSABLE_ID
+            row["reject_detail"] = (f"{id_field} {_shown(row['image_id'])} {problem}: correct it in "
+                                    "the metadata (ids name files inside the collection folder)")
+            value = row["image_id"]
+            row["image_id"] = value if value is None else str(value)[:120]
+        elif not _inside(row["source_path"], root):
+            row["reject_reason"] = OUTSIDE
+            row["reject_detail"] = (f"{_shown(str(row['source_path']), 160)} leads outside {root} "
+                                    "(a symbolic link?): copy the image into the folder instead")
+        if row["reject_reason"] is not None:
+            row["source_path"] = Path(folder)  # a folder, not a file: nothing outside is ever read
+    return rows
 
 
 def _image_paths(folder: Path) -> list[Path]:
@@ -61,9 +132,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def _frame(rows: Iterable[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(list(rows), columns=COLUMNS)
+    frame = pd.DataFrame(list(rows), columns=COLUMNS + PROBLEM_COLUMNS)
     frame["age"] = pd.to_numeric(frame["age"], errors="coerce")
-    text = [c for c in COLUMNS if c not in ("age", "source_path")]
+    text = [c for c in COLUMNS + PROBLEM_COLUMNS if c not in ("age", "source_path")]
     frame[text] = frame[text].astype("string")
     return frame
 
@@ -82,7 +153,9 @@ def read_isic_download(folder: Path) -> pd.DataFrame:
         isic_id = record["isic_id"]
         rows.append({
             "image_id": isic_id,
-            "source_path": files.get(isic_id, folder / f"{isic_id}.jpg"),
+            # Only a checked id becomes a path (see _guarded); others get the folder itself.
+            "source_path": files.get(isic_id) or (folder / f"{isic_id}.jpg" if id_problem(isic_id) is None
+                                                  else folder),
             "label": class_of_diagnosis_1(diagnosis),
             "diagnosis": next((d for d in finest if d), diagnosis) or None,
             "lesion_id": record.get("lesion_id") or None,
@@ -93,7 +166,9 @@ def read_isic_download(folder: Path) -> pd.DataFrame:
             "license": record.get("copyright_license") or None,
             "attribution": record.get("attribution") or None,
         })
-    return _frame(rows)
+    # Packs and the synthetic set use this layout with ids of their own (file names, not only
+    # ISIC_0000000): the plain-file-name grammar, not the ISIC one.
+    return _frame(_guarded(rows, folder, "isic_id"))
 
 
 def read_ham10000(folder: Path) -> pd.DataFrame:
@@ -105,9 +180,11 @@ def read_ham10000(folder: Path) -> pd.DataFrame:
     files = _image_files(folder)
     rows = []
     for record in metadata.to_dict("records"):
+        image_id = record["image_id"]
         rows.append({
-            "image_id": record["image_id"],
-            "source_path": files.get(record["image_id"], folder / f"{record['image_id']}.jpg"),
+            "image_id": image_id,
+            "source_path": files.get(image_id) or (folder / f"{image_id}.jpg" if id_problem(image_id) is None
+                                                   else folder),
             "label": class_of_term(record["dx"]),
             "diagnosis": record["dx"],
             "lesion_id": record["lesion_id"] or None,
@@ -118,7 +195,7 @@ def read_ham10000(folder: Path) -> pd.DataFrame:
             "license": "CC-BY-NC",
             "attribution": HAM10000_ATTRIBUTION,
         })
-    return _frame(rows)
+    return _frame(_guarded(rows, folder, "image_id"))
 
 
 def _json_row(record: dict, json_path: Path, files: dict[str, Path]) -> dict:
@@ -138,9 +215,10 @@ def _json_row(record: dict, json_path: Path, files: dict[str, Path]) -> dict:
         label = class_of_term(finest) if finest else None
         label = label or class_of_diagnosis_1(clinical.get("benign_malignant"))
         license_, attribution = record.get("license"), record.get("attribution")
+    found = files.get(image_id) if isinstance(image_id, str) else None
     return {
         "image_id": image_id,
-        "source_path": files.get(image_id, files.get(json_path.stem, json_path.with_suffix(".jpg"))),
+        "source_path": found or files.get(json_path.stem, json_path.with_suffix(".jpg")),
         "label": label,
         "diagnosis": finest,
         "lesion_id": clinical.get("lesion_id") or record.get("lesion_id"),
@@ -193,7 +271,7 @@ def read_isic_json(folder: Path) -> pd.DataFrame:
         row["license"] = row["license"] or license_
         row["attribution"] = row["attribution"] or attribution
         rows.append(row)
-    return _frame(rows)
+    return _frame(_guarded(rows, folder, "isic_id", isic=True))
 
 
 def _class_root(folder: Path) -> Path:
@@ -209,7 +287,7 @@ def read_class_folders(folder: Path) -> pd.DataFrame:
         for path in _image_paths(class_dir):
             rows.append({"image_id": path.stem, "source_path": path, "label": label,
                          "diagnosis": class_dir.name})
-    return _frame(rows)
+    return _frame(_guarded(rows, folder, None))
 
 
 READERS = {

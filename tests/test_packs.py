@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -250,3 +252,227 @@ def test_a_pack_without_a_second_collection_gives_none(tmp_path):
     packs.make(instructor, tmp_path / "x.zip", progress=False)
     packs.unpack(tmp_path / "x.zip", tmp_path / "student")
     assert _settings(tmp_path / "student", profile="smoke").external_source is None  # not the profile's
+
+
+# Issue 14: hostile packs --------------------------------------------------------------------
+
+GIB = 1 << 30
+
+
+@pytest.fixture(scope="module")
+def one_smoke_pack(tmp_path_factory) -> tuple[Path, object]:
+    """One smoke pack for the tests below, which only read it (making one takes a second)."""
+    folder = tmp_path_factory.mktemp("one-pack")
+    instructor = _settings(folder / "instructor", profile="smoke")
+    packs.make(instructor, folder / "smoke.zip", progress=False)
+    return folder / "smoke.zip", instructor
+
+
+def _zeros_member(archive: zipfile.ZipFile, name: str, size: int, fill: bytes = b"\0") -> str:
+    """Stream ``size`` bytes of ``fill`` into ``archive`` as one deflated member (never all in
+    memory); return their sha256."""
+    info = zipfile.ZipInfo(name)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info._compresslevel = 1  # fast; 1 GiB of zeros still packs ~230 times smaller
+    chunk, digest = fill * ((1 << 20) // len(fill)), hashlib.sha256()
+    with archive.open(info, "w", force_zip64=True) as out:
+        for start in range(0, size, len(chunk)):
+            piece = chunk[: size - start]
+            out.write(piece)
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def _repack(source: Path, target: Path, change=lambda name, data: data, extra=None,
+            sums: bytes | None = None) -> Path:
+    """A copy of pack ``source`` with ``change(name, data)`` applied to each file (None drops it)
+    and ``extra(archive) -> {name: sha256}`` members added, its SHA256SUMS rewritten to match
+    (unless ``sums`` is given): consistent, so it is refused for the intended reason only."""
+    lines = []
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as new:
+        for item in old.infolist():
+            if item.filename == "SHA256SUMS":
+                continue
+            data = change(item.filename, old.read(item))
+            if data is not None:
+                new.writestr(item, data)
+                lines.append(f"{hashlib.sha256(data).hexdigest()}  {item.filename}\n")
+        for name, digest in (extra(new) if extra else {}).items():
+            lines.append(f"{digest}  {name}\n")
+        new.writestr("SHA256SUMS", sums if sums is not None else "".join(lines))
+    return target
+
+
+def _files_under(folder: Path) -> dict[str, int]:
+    return {p.relative_to(folder).as_posix(): p.stat().st_size
+            for p in folder.rglob("*") if p.is_file() or p.is_symlink()} if folder.exists() else {}
+
+
+def _refused(bad: Path, home: Path, *messages: str) -> str:
+    """Unpack ``bad`` into ``home``: a PackError naming the pack, short, with each message;
+    nothing written anywhere in ``home``."""
+    before = _files_under(home)
+    with pytest.raises(packs.PackError) as error:
+        packs.unpack(bad, home)
+    text = str(error.value)
+    assert str(bad) in text and len(text) < 700, text
+    for message in messages:
+        assert message in text, text
+    assert _files_under(home) == before and not list(home.glob(".pack*"))
+    return text
+
+
+def test_a_zip_bomb_is_refused_before_anything_is_unpacked(one_smoke_pack, tmp_path, monkeypatch):
+    pack, _ = one_smoke_pack
+    home = tmp_path / "student"
+    packs.unpack(pack, home)
+    written = []
+    monkeypatch.setattr(packs, "_extract", lambda *args: written.append(args[-1]))
+    bomb = _repack(pack, tmp_path / "bomb.zip",  # 1 GiB of zeros in ~5 MB, with its right checksum
+                   extra=lambda new: {"data/bomb.jpg": _zeros_member(new, "data/bomb.jpg", GIB)})
+    assert bomb.stat().st_size < 10 << 20
+    _refused(bomb, home, "data/bomb.jpg' would unpack to 1,073,741,824 bytes", "a zip bomb?")
+    _refused(bomb, tmp_path / "fresh", "a zip bomb?")
+    assert written == [] and not (tmp_path / "fresh").exists()
+    liar = _repack(pack, tmp_path / "liar.zip",  # the same, with a wrong checksum: never written either
+                   extra=lambda new: {"data/bomb.jpg": _zeros_member(new, "data/bomb.jpg", GIB) and "0" * 64})
+    _refused(liar, home, "a zip bomb?")
+    assert written == []
+
+
+def test_the_total_unpacked_size_is_capped(one_smoke_pack, tmp_path, monkeypatch):
+    pack, _ = one_smoke_pack
+    with zipfile.ZipFile(pack) as archive:
+        total = sum(info.file_size for info in archive.infolist())
+    monkeypatch.setattr(packs, "MAX_TOTAL", total - 1)  # real files, ratios as real packs have
+    _refused(pack, tmp_path / "student", f"would unpack to {total:,} bytes, more than the {total - 1:,}")
+    monkeypatch.setattr(packs, "MAX_TOTAL", total)
+    assert packs.unpack(pack, tmp_path / "student")[1]
+    assert sum(_files_under(tmp_path / "student").values()) <= total
+
+
+def test_a_wrong_checksum_is_found_while_streaming_and_nothing_stays(one_smoke_pack, tmp_path):
+    pack, _ = one_smoke_pack
+    bad = _repack(pack, tmp_path / "bad.zip",  # 1 MiB within every limit, with a wrong checksum
+                  extra=lambda new: {"data/big.jpg": _zeros_member(new, "data/big.jpg", 1 << 20, b"0123457")
+                                     and "f" * 64})
+    _refused(bad, tmp_path / "student", "is damaged: data/big.jpg does not match its checksum")
+    assert not (tmp_path / "student").exists() or not any((tmp_path / "student").iterdir())
+
+
+def test_a_sums_file_of_one_huge_line_takes_no_memory_and_is_not_printed(one_smoke_pack, tmp_path,
+                                                                         monkeypatch):
+    pack, _ = one_smoke_pack
+    _refused(_repack(pack, tmp_path / "ratio.zip", sums=b"a" * (100 << 20)), tmp_path / "student",
+             "'SHA256SUMS' would unpack to 104,857,600 bytes", "a zip bomb?")
+    monkeypatch.setattr(packs, "MAX_RATIO", 10**9)  # the ratio stops it already; now the size cap
+    with zipfile.ZipFile(pack) as archive:
+        names = [n for n in archive.namelist() if n != "SHA256SUMS"]
+    huge = tmp_path / "huge.zip"
+    with zipfile.ZipFile(pack) as old, zipfile.ZipFile(huge, "w", zipfile.ZIP_DEFLATED) as new:
+        for name in names:
+            new.writestr(name, old.read(name))
+        _zeros_member(new, "SHA256SUMS", GIB, b"a")  # one line of 1 GiB
+    tracemalloc.start()
+    try:
+        text = _refused(huge, tmp_path / "student", "SHA256SUMS is 1,073,741,824 bytes, more than")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20 and "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" not in text
+    long_line = _repack(pack, tmp_path / "long.zip", sums=("a" * 64 + "  " + "x/" * 50_000 + "y\n").encode())
+    text = _refused(long_line, tmp_path / "student", "line 1 of SHA256SUMS ('aaaa", "100,067 characters")
+    assert "x/x/x/x/x/x/x/x/x/x/x/x/x/x/x/x/x/x/x/x/x/x/x/x/x/x/x/x/x/x" not in text
+
+
+@pytest.mark.parametrize("where", ["a fresh folder", "an unpacked pack"])
+def test_unpacking_never_deletes_a_learners_own_files(one_smoke_pack, tmp_path, where):
+    pack, _ = one_smoke_pack
+    home = tmp_path / "home"  # LESIONLIB_HOME=$HOME: ~/pack may be the learner's own folder
+    if where == "an unpacked pack":
+        packs.unpack(pack, home)
+        pack = _repack(pack, tmp_path / "newer.zip",  # another pack, so the folder is replaced
+                       change=lambda n, d: d.replace(b'"made"', b'"made" ') if n == "pack.json" else d)
+    (home / "pack" / "notes").mkdir(parents=True, exist_ok=True)
+    (home / "pack" / "notes" / "mine.txt").write_text("my notes")
+    text = _refused(pack, home, f"{home / 'pack'} holds 1 files that no pack put there (first: "
+                    "notes/mine.txt)", "Move them elsewhere", "then unpack again")
+    assert (home / "pack" / "notes" / "mine.txt").read_text() == "my notes" and "Traceback" not in text
+    (home / "pack" / "notes" / "mine.txt").unlink()
+    assert packs.unpack(pack, home)[1]  # only empty folders of its own: replaced
+    (home / "pack" / "mine.txt").write_text("mine")
+    assert packs.unpack(pack, home) == (packs.unpack(pack, home)[0], False)  # the same pack: untouched
+    assert (home / "pack" / "mine.txt").read_text() == "mine"
+
+
+def _patch_entry(zip_path: Path, name: str, offset_local: int, offset_central: int, value: int) -> None:
+    """Overwrite a 2-byte field of ``name``'s local and central zip headers (method: 8 and 10;
+    flags: 6 and 8)."""
+    data = bytearray(zip_path.read_bytes())
+    with zipfile.ZipFile(zip_path) as archive:
+        local = archive.getinfo(name).header_offset
+    data[local + offset_local: local + offset_local + 2] = value.to_bytes(2, "little")
+    at = data.find(b"PK\x01\x02")
+    while at >= 0:
+        length = int.from_bytes(data[at + 28: at + 30], "little")
+        if data[at + 46: at + 46 + length] == name.encode():
+            data[at + offset_central: at + offset_central + 2] = value.to_bytes(2, "little")
+        at = data.find(b"PK\x01\x02", at + 4)
+    zip_path.write_bytes(bytes(data))
+
+
+def _set(**values):
+    return _edit_json(lambda info: json.dumps({**info, **values}).encode())
+
+
+def _edit_json(change):
+    def edit(name, data):
+        if name != "pack.json":
+            return data
+        info = json.loads(data)
+        return change(info) if callable(change) else change
+    return edit
+
+
+HOSTILE = {
+    "sums not UTF-8": (dict(sums=b"\xff\xfe" + "a".encode("utf-16")), "SHA256SUMS is not UTF-8 text"),
+    "pack.json not JSON": (dict(change=_edit_json(b"{not json")), "pack.json is not JSON"),
+    "pack.json a list": (dict(change=_edit_json(b"[1, 2]")), "pack.json is a JSON list, not an object"),
+    "no profile": (dict(change=_edit_json(lambda i: json.dumps({k: v for k, v in i.items()
+                                                                if k != "profile"}).encode())),
+                   "pack.json names the profile None"),
+    "data outside": (dict(change=_set(data="../../outside")),
+                     "gives data '../../outside', which is no folder inside the pack"),
+    "data absolute": (dict(change=_set(data="/etc")),
+                      "gives data '/etc'"),
+    "external outside": (dict(change=_set(external="data/../..")),
+                         "gives external 'data/../..'"),
+    "backbone outside": (dict(change=_set(backbone="/home/x")),
+                         "gives backbone '/home/x'"),
+    "backbone a path name": (dict(change=_set(backbone="..")),
+                             "gives backbone '..'"),
+    "weights outside": (dict(change=_set(keras_weights="../w.h5")),
+                        "gives keras_weights '../w.h5', which is no file inside the pack"),
+    "compression": ("method", "uses zip compression method 99; packs use only stored or deflated"),
+    "encrypted": ("flags", "is encrypted, and packs never are"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_a_hostile_pack_is_refused_cleanly_before_anything_is_installed(one_smoke_pack, tmp_path, case):
+    pack, _ = one_smoke_pack
+    how, message = HOSTILE[case]
+    bad = tmp_path / "bad.zip"
+    if isinstance(how, dict):
+        _repack(pack, bad, **how)
+    else:
+        _repack(pack, bad)
+        _patch_entry(bad, "pack.json", *((8, 10, 99) if how == "method" else (6, 8, 1)))
+    home = tmp_path / "student"
+    _refused(bad, tmp_path / "fresh", message)
+    assert not (tmp_path / "fresh").exists()
+    packs.unpack(pack, home)
+    kept = _files_under(home)
+    _refused(bad, home, message)
+    assert _files_under(home) == kept
+    assert _settings(home, profile="smoke").pack == home / "pack"  # the pack kept still works

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from lesionlib import sources
+from lesionlib import dataset, sources
 
 
 def test_ham10000_as_distributed(ham10000):
     layout, frame = sources.read_source(ham10000)
     assert layout == "ham10000"
     assert len(frame) == 10_015
-    assert list(frame.columns) == sources.COLUMNS
+    assert list(frame.columns) == sources.COLUMNS + sources.PROBLEM_COLUMNS
+    assert frame["reject_reason"].isna().all()
     assert frame["label"].value_counts().to_dict() == {
         "benign": 6705 + 1099 + 115 + 142, "malignant": 1113 + 514, "indeterminate": 327}
     assert frame["lesion_id"].nunique() == 7470
@@ -125,3 +129,140 @@ def test_hidden_folders_are_skipped(tmp_path, cc0_sample):
         shutil.copy(cc0_sample / "ISIC_0000000.jpg", tmp_path / folder / "a.jpg")
     _, frame = sources.read_source(tmp_path)
     assert len(frame) == 1
+
+
+# Issue 14, case 1: ids are never trusted as paths ------------------------------------------
+
+HOSTILE_IDS = ["../outside/secret", "a/b", "..\\outside\\secret", "", "ISIC_1\x00", "/etc/passwd"]
+
+
+def _collection_beside_a_secret(tmp_path, cc0_sample):
+    """``tmp_path/collection`` (one good image) beside ``tmp_path/outside/secret.jpg``, a real
+    JPEG that no importer may read."""
+    (tmp_path / "outside").mkdir()
+    shutil.copy(cc0_sample / "ISIC_0000001.jpg", tmp_path / "outside" / "secret.jpg")
+    collection = tmp_path / "collection"
+    collection.mkdir()
+    shutil.copy(cc0_sample / "ISIC_0000000.jpg", collection / "ISIC_0000000.jpg")
+    return collection
+
+
+def _write_layout(collection, layout, bad_id):
+    if layout == "isic-download":
+        pd.DataFrame([{"isic_id": i, "diagnosis_1": "Benign"} for i in ("ISIC_0000000", bad_id)]
+                     ).to_csv(collection / "metadata.csv", index=False)
+    elif layout == "ham10000":
+        pd.DataFrame([{"lesion_id": "L1", "image_id": i, "dx": "nv"} for i in ("ISIC_0000000", bad_id)]
+                     ).to_csv(collection / "HAM10000_metadata.csv", index=False)
+    else:
+        for name, isic_id in [("ISIC_0000000", "ISIC_0000000"), ("record", bad_id)]:
+            (collection / f"{name}.json").write_text(json.dumps(
+                {"isic_id": isic_id, "metadata": {"clinical": {"diagnosis_1": "Benign"}}}))
+
+
+def _assert_guarded(frame, collection, bad_id):
+    assert list(frame.columns) == sources.COLUMNS + sources.PROBLEM_COLUMNS
+    good, bad = frame.iloc[0], frame.iloc[1]
+    assert pd.isna(good["reject_reason"]) and good["source_path"] == collection / "ISIC_0000000.jpg"
+    assert bad["reject_reason"] == sources.UNUSABLE_ID
+    assert "correct it in the metadata" in bad["reject_detail"] and len(bad["reject_detail"]) < 300
+    assert bad["source_path"] == collection and not bad["source_path"].is_file()  # never read
+    assert bad["image_id"] == bad_id[:120]
+
+
+@pytest.mark.parametrize("layout", ["isic-download", "ham10000", "isic-json"])
+@pytest.mark.parametrize("bad_id", HOSTILE_IDS)
+def test_an_id_that_is_a_path_is_a_reported_row_never_a_file(tmp_path, cc0_sample, layout, bad_id):
+    collection = _collection_beside_a_secret(tmp_path, cc0_sample)
+    _write_layout(collection, layout, bad_id)
+    found, frame = sources.read_source(collection)
+    assert found == layout and len(frame) == 2
+    _assert_guarded(frame, collection, bad_id or ("record" if layout == "isic-json" else ""))
+
+
+def test_isic_json_ids_follow_the_isic_grammar_and_a_huge_id_is_cut_short(tmp_path, cc0_sample):
+    collection = _collection_beside_a_secret(tmp_path, cc0_sample)
+    _write_layout(collection, "isic-json", "ISIC_0000001_x")  # harmless, but no ISIC id
+    _, frame = sources.read_source(collection)
+    assert frame["reject_detail"].iloc[1].endswith("ISIC_ and 7 digits): correct it in the metadata "
+                                                   "(ids name files inside the collection folder)")
+    _write_layout(collection, "isic-download", "x" * 1_000_000)
+    (collection / "ISIC_0000000.json").unlink(), (collection / "record.json").unlink()
+    _, frame = sources.read_source(collection)
+    assert "longer than 200" in frame["reject_detail"].iloc[1] and len(frame["reject_detail"].iloc[1]) < 300
+
+
+@pytest.mark.parametrize("layout", ["isic-download", "class-folders"])
+def test_a_symbolic_link_out_of_the_folder_is_a_reported_row(tmp_path, cc0_sample, layout):
+    collection = _collection_beside_a_secret(tmp_path, cc0_sample)
+    folder = collection / "benign" if layout == "class-folders" else collection
+    folder.mkdir(exist_ok=True)
+    (folder / "ISIC_0000001.jpg").symlink_to(tmp_path / "outside" / "secret.jpg")
+    (folder / "ISIC_0000009.jpg").symlink_to(collection / "ISIC_0000000.jpg")  # inside: fine
+    if layout == "isic-download":
+        _write_layout(collection, layout, "ISIC_0000001")
+        with open(collection / "metadata.csv", "a") as out:
+            out.write("ISIC_0000009,Benign\n")
+    _, frame = sources.read_source(collection)
+    rows = frame.set_index("image_id")
+    assert rows.loc["ISIC_0000001", "reject_reason"] == sources.OUTSIDE
+    assert "leads outside" in rows.loc["ISIC_0000001", "reject_detail"]
+    assert not Path(rows.loc["ISIC_0000001", "source_path"]).is_file()
+    assert pd.isna(rows.loc["ISIC_0000009", "reject_reason"])
+
+
+@pytest.fixture
+def opened_files():
+    """Every path the process opens while the test runs (an audit hook: sees threads, PIL, all)."""
+    seen: list[str] = []
+    _AUDIT.append(seen)
+    yield seen
+    _AUDIT.remove(seen)
+
+
+_AUDIT: list[list[str]] = []
+
+
+def _audit(event, args):
+    if event == "open" and _AUDIT and isinstance(args[0], (str, bytes, os.PathLike)):
+        _AUDIT[-1].append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_audit)
+
+
+def _usable_image(ham10000, collection):
+    """A HAM10000 image as the collection's good one (the CC0 sample's 250 px thumbnails are
+    rejected as streaked by images.inspect_image)."""
+    shutil.copy(next((ham10000 / "images").rglob("ISIC_*.jpg")), collection / "ISIC_0000000.jpg")
+
+
+def _import(make_settings, collection):
+    settings = make_settings(profile="smoke", data_source=str(collection), external_source="none")
+    return settings, dataset.prepare(settings, progress=False)
+
+
+@pytest.mark.parametrize("layout", ["isic-download", "ham10000", "isic-json"])
+def test_the_importer_never_reads_a_file_outside_the_collection(tmp_path, cc0_sample, ham10000,
+                                                                make_settings, opened_files, layout):
+    collection = _collection_beside_a_secret(tmp_path, cc0_sample)
+    _usable_image(ham10000, collection)
+    _write_layout(collection, layout, "../outside/secret")
+    secret = (tmp_path / "outside" / "secret.jpg").read_bytes()
+    opened_files.clear()
+    settings, built = _import(make_settings, collection)
+    assert not [p for p in opened_files if "outside" in p]
+    assert built.manifest["image_id"].tolist() == ["ISIC_0000000"]
+    assert not [p for p in settings.data_dir.rglob("*") if p.is_file() and p.read_bytes() == secret]
+    row = built.rejected.set_index("image_id").loc["../outside/secret"]
+    assert row["original_path"] == str(collection)
+
+
+def test_the_rejected_list_gives_the_reason_and_the_fix(tmp_path, cc0_sample, ham10000, make_settings):
+    collection = _collection_beside_a_secret(tmp_path, cc0_sample)
+    _usable_image(ham10000, collection)
+    _write_layout(collection, "isic-download", "a/b")
+    settings, built = _import(make_settings, collection)
+    row = built.rejected.set_index("image_id").loc["a/b"]
+    assert row["reason"] == sources.UNUSABLE_ID and "correct it in the metadata" in row["detail"]
+    assert "a/b" in pd.read_csv(settings.rejected_path)["image_id"].tolist()
