@@ -2,7 +2,10 @@
 
 It serves ``GET /api/v2/images/search/`` (cursor-paged, filtered by ``diagnosis_1:"..."``) and
 the image files, with HTTP Range support, and can misbehave on purpose: drop a connection
-half-way through a file, serve a file that is always cut short, or answer 503 once.
+half-way through a file, serve a file that is always cut short, or answer 503 once; send
+more bytes than a record announces (or no length at all), trickle a file a byte at a time,
+redirect a file to itself, answer 429 with a long ``Retry-After``, give a search page whose
+``next`` link points to itself, and hand out odd records.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,6 +39,15 @@ class Faults:
     unavailable_once: set[str] = field(default_factory=set)  # isic_ids: first GET answers 503
     ignore_range: set[str] = field(default_factory=set)  # isic_ids: Range ignored, whole file sent
     portal: bool = False  # every search answers an HTML page, as a Wi-Fi login page does
+    padding: dict[str, int] = field(default_factory=dict)  # isic_id: junk bytes sent after it
+    no_length: set[str] = field(default_factory=set)  # isic_ids: no Content-Length, ends at close
+    trickle: dict[str, float] = field(default_factory=dict)  # isic_id: seconds between bytes
+    redirect_loop: set[str] = field(default_factory=set)  # isic_ids: the file redirects to itself
+    throttled: int = 0  # this many requests (matching throttle_path) answer 429 ...
+    throttle_path: str = ""
+    retry_after: str = "3600"  # ... with this Retry-After
+    loop_next: bool = False  # each search page's next link is the page itself
+    edit_results: Callable[[list], list] | None = None  # rewrites each page's results
 
 
 class FakeArchive:
@@ -44,6 +58,7 @@ class FakeArchive:
         self.faults = Faults()
         self.requests: Counter[str] = Counter()
         self.ranges: list[tuple[str, str]] = []
+        self.sent: Counter[str] = Counter()  # bytes of each file the socket accepted
         self._seen: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -82,8 +97,12 @@ class FakeArchive:
         following = cursor + limit
         next_url = (f"{self.api}images/search/?query={query}&limit={limit}&cursor={following}"
                     if following < len(chosen) else None)
-        return {"count": len(chosen), "next": next_url, "previous": None,
-                "results": [self.record(i) for i in page]}
+        if self.faults.loop_next:
+            next_url = f"{self.api}images/search/?query={query}&limit={limit}&cursor={cursor}"
+        results = [self.record(i) for i in page]
+        if self.faults.edit_results:
+            results = self.faults.edit_results(results)
+        return {"count": len(chosen), "next": next_url, "previous": None, "results": results}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         archive = self
@@ -109,6 +128,13 @@ class FakeArchive:
                 url = urlparse(self.path)
                 with archive._lock:
                     archive.requests[url.path] += 1
+                    throttle = (archive.faults.throttled > 0
+                                and archive.faults.throttle_path in url.path)
+                    if throttle:
+                        archive.faults.throttled -= 1
+                if throttle:
+                    self._send(429, b"slow down", {"Retry-After": archive.faults.retry_after})
+                    return
                 if url.path.endswith("/images/search/") and archive.faults.portal:
                     self._send(200, b"<html>Please log in to the Wi-Fi</html>",
                                {"Content-Type": "text/html"})
@@ -149,8 +175,46 @@ class FakeArchive:
                 if range_header:
                     status = 206
                     headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-                drop = first and isic_id in archive.faults.drop_once
+                faults = archive.faults
+                if isic_id in faults.redirect_loop:
+                    self._send(302, b"", {"Location": self.path})
+                    return
+                if isic_id in faults.padding or isic_id in faults.no_length or isic_id in faults.trickle:
+                    self._stream(isic_id, status, headers, body, faults.padding.get(isic_id, 0),
+                                 isic_id not in faults.no_length, faults.trickle.get(isic_id, 0))
+                    return
+                drop = first and isic_id in faults.drop_once
                 self._send(status, body, headers, send_bytes=len(body) // 2 if drop else None)
+
+            def _stream(self, isic_id: str, status: int, headers: dict, body: bytes, padding: int,
+                        with_length: bool, pause: float) -> None:
+                """Send ``body`` and ``padding`` junk bytes in pieces (a byte every ``pause``
+                seconds if trickling), counting what the socket accepts, until the client hangs up."""
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                if with_length:
+                    self.send_header("Content-Length", str(len(body) + padding))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                junk = b"\0" * (1 << 16)
+                pieces = ([body[i:i + 1] for i in range(len(body))] if pause else [body])
+                try:
+                    for piece in pieces:
+                        self.wfile.write(piece)
+                        self.wfile.flush()
+                        with archive._lock:
+                            archive.sent[isic_id] += len(piece)
+                        time.sleep(pause)
+                    while padding > 0:
+                        piece = junk[:padding]
+                        self.wfile.write(piece)
+                        padding -= len(piece)
+                        with archive._lock:
+                            archive.sent[isic_id] += len(piece)
+                except OSError:  # the client hung up: what it should do with a bad file
+                    pass
 
         return Handler
 
