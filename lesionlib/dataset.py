@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,6 +38,8 @@ DUPLICATE_COLUMNS = ["image_id", "label", "lesion_id", "kept", "kept_label", "ke
                      "kept_in_use"]
 NO_CLASS = "diagnosis outside the three classes"
 MISSING = "missing file"
+NOT_LAID_OUT = "could not be laid out as a JPEG"
+NOT_LAID_OUT_FIX = "convert it to an 8-bit RGB JPEG yourself, or leave it out"
 
 
 class ManifestError(LesionlibError):
@@ -73,7 +77,8 @@ def raw_folder(settings: Settings, progress: bool = True) -> Path:
 
 
 def _inspect_all(paths: list[Path], max_pixels: int, progress: bool) -> list:
-    # Decoding releases the GIL, so a few threads keep both cores busy.
+    # Decoding releases the GIL, so a few threads keep both cores busy; the images being
+    # decoded at once share one memory budget (images.MAX_DECODE_BYTES).
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         results = pool.map(lambda p: images.inspect_image(p, max_pixels), paths)
         return list(tqdm(results, total=len(paths), desc="checking images", disable=not progress,
@@ -105,19 +110,70 @@ def select_per_class(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.Da
     return pd.concat(chosen).drop(columns="_group").sort_values("image_id", ignore_index=True)
 
 
+class _NotLaidOut(Exception):
+    """One image could not be written as a JPEG: a rejected row, not the end of the import."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
 def _place(checked: images.Checked, target: Path) -> str:
     """Write one accepted image as an upright RGB JPEG at ``target``; return the file's SHA-256.
 
     A file that already is one is copied byte for byte (never linked: an edit in ``train/``
-    must not reach the learner's original); any other is converted.
+    must not reach the learner's original); any other is converted. Raises :class:`_NotLaidOut`
+    when this image cannot be (its file gone, a conversion or encoding failing); an error of
+    the disk being written to (full, read-only) is raised as it is, and stops the import.
     """
-    if not checked.needs_conversion:
-        fsutil.copy_atomic(checked.path, target)
-        return checked.sha256
-    rgb = images.load_rgb(checked.path)
-    with fsutil.atomic_path(target) as temporary:
-        rgb.save(temporary, "JPEG", quality=95)
+    try:
+        if not checked.needs_conversion:
+            fsutil.copy_atomic(checked.path, target)
+            return checked.sha256
+        rgb = images.load_rgb(checked.path, checked.scale)
+    except OSError as error:
+        if error.errno is not None and error.filename not in (None, str(checked.path)):
+            raise  # the target, not the image
+        if error.errno is not None:
+            raise _NotLaidOut(images.UNREADABLE, f"{error.strerror or error}; "
+                                                 f"{images.FIXES[images.UNREADABLE]}") from None
+        raise _NotLaidOut(NOT_LAID_OUT, f"{type(error).__name__}: {error}; {NOT_LAID_OUT_FIX}") from None
+    except Exception as error:  # noqa: BLE001  decoders raise many kinds of errors on bad input
+        raise _NotLaidOut(NOT_LAID_OUT, f"{type(error).__name__}: {error}; {NOT_LAID_OUT_FIX}") from None
+    try:
+        with fsutil.atomic_path(target) as temporary:
+            rgb.save(temporary, "JPEG", quality=95)
+    except OSError as error:
+        if error.errno is not None:
+            raise
+        raise _NotLaidOut(NOT_LAID_OUT, f"{type(error).__name__}: {error}; {NOT_LAID_OUT_FIX}") from None
+    except Exception as error:  # noqa: BLE001  e.g. a size the JPEG encoder refuses
+        raise _NotLaidOut(NOT_LAID_OUT, f"{type(error).__name__}: {error}; {NOT_LAID_OUT_FIX}") from None
     return images.sha256_of(target)
+
+
+def storable(value: object) -> object:
+    """``value`` as text that can be written as UTF-8: a file name that is not valid UTF-8
+    (Python holds its bytes as lone surrogates) has those bytes escaped, ``\\xe9``."""
+    if not isinstance(value, str):
+        return value
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _storable_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    for column in frame.columns:
+        if frame[column].dtype == object or isinstance(frame[column].dtype, pd.StringDtype):
+            frame[column] = frame[column].map(storable, na_action="ignore")
+    return frame
 
 
 def _reject(rows: pd.DataFrame, reason: str, detail: Callable[[pd.Series], str]) -> list[dict]:
@@ -183,6 +239,7 @@ def build_manifest(candidates: pd.DataFrame, settings: Settings, source: str, la
     checked_by_id = dict(zip(frame["image_id"], accepted))
     available = frame["label"].value_counts().reindex(CLASSES, fill_value=0)
     frame = select_per_class(frame, settings.per_class_limit, settings.seed)
+    rejected = _storable_frame(rejected)
     if frame.empty:
         fsutil.write_atomic(settings.rejected_path, lambda out: rejected.to_csv(out, index=False))
         raise ManifestError(f"No usable image in {source}: all {len(rejected)} files were left "
@@ -191,28 +248,64 @@ def build_manifest(candidates: pd.DataFrame, settings: Settings, source: str, la
     frame["path"] = [f"train/{label}/{name}.jpg" for label, name in zip(frame["label"], frame["image_id"])]
     frame["source"] = source
     frame["original_path"] = frame["source_path"].astype(str)
-    # Files already placed by the last complete build are kept. Its manifest is removed before
-    # anything is placed, so an interrupted build never vouches for files it may have changed.
-    placed = _previous_placement(settings.manifest_path)
-    for stale in (settings.dataset_info_path, settings.manifest_path):
-        stale.unlink(missing_ok=True)
-    hashes = []
-    for rel, image_id, source_sha in tqdm(list(zip(frame["path"], frame["image_id"], frame["source_sha256"])),
-                                          desc="laying out", disable=not progress, mininterval=2):
-        target = settings.data_dir / rel
-        previous = placed.get(rel)
-        if previous and previous[0] == source_sha and target.is_file():
-            hashes.append(previous[1])
-        else:
-            hashes.append(_place(checked_by_id[image_id], target))
-    frame["sha256"] = hashes
-    _remove_stale(settings.train_dir, {settings.data_dir / p for p in frame["path"]})
+    # Files already placed by the last complete build are kept. Everything else is written
+    # into a staging folder first, with the new tables: until all of it is there, the previous
+    # manifest and train/ are untouched (a failure or an interruption leaves them usable).
+    placed = _previous_placement(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in settings.data_dir.glob(".build-*"):  # of a build that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(dir=settings.data_dir, prefix=".build-"))
+    try:
+        hashes, moves, failed = [], [], []
+        rows = list(zip(frame["path"], frame["image_id"], frame["source_sha256"]))
+        for rel, image_id, source_sha in tqdm(rows, desc="laying out", disable=not progress, mininterval=2):
+            target = settings.data_dir / rel
+            previous = placed.get(rel)
+            if previous and previous[0] == source_sha and target.is_file():
+                hashes.append(previous[1])
+                continue
+            try:
+                hashes.append(_place(checked_by_id[image_id], staging / rel))
+                moves.append((staging / rel, target))
+            except _NotLaidOut as failure:
+                hashes.append(None)
+                failed.append({"image_id": image_id, "reason": failure.reason, "detail": failure.detail})
+        frame["sha256"] = hashes
+        if failed:
+            gone = frame.set_index("image_id").loc[[f["image_id"] for f in failed]]
+            rejected = pd.concat([rejected, _storable_frame(pd.DataFrame([
+                {"image_id": f["image_id"], "label": gone.at[f["image_id"], "label"],
+                 "lesion_id": gone.at[f["image_id"], "lesion_id"],
+                 "original_path": str(gone.at[f["image_id"], "source_path"]),
+                 "reason": f["reason"], "detail": f["detail"]} for f in failed],
+                columns=REJECTED_COLUMNS))], ignore_index=True)
+            frame = frame[frame["sha256"].notna()]
+        if frame.empty:
+            fsutil.write_atomic(settings.rejected_path, lambda out: rejected.to_csv(out, index=False))
+            raise ManifestError(f"No usable image in {source}: all {len(rejected)} files were left "
+                                f"out; {settings.rejected_path} lists each with the reason.")
 
-    manifest = frame[MANIFEST_COLUMNS].reset_index(drop=True)
-    duplicates["kept_in_use"] = duplicates["kept"].isin(set(manifest["image_id"]))
-    fsutil.write_atomic(settings.rejected_path, lambda out: rejected.to_csv(out, index=False))
-    fsutil.write_atomic(settings.duplicates_path, lambda out: duplicates.to_csv(out, index=False))
-    fsutil.write_atomic(settings.manifest_path, lambda out: manifest.to_csv(out, index=False))
+        manifest = _storable_frame(frame[MANIFEST_COLUMNS].reset_index(drop=True))
+        duplicates = _storable_frame(duplicates)
+        duplicates["kept_in_use"] = duplicates["kept"].isin(set(manifest["image_id"]))
+        tables = {settings.rejected_path: rejected, settings.duplicates_path: duplicates,
+                  settings.manifest_path: manifest}
+        for path, table in tables.items():
+            fsutil.write_atomic(staging / path.name, lambda out, table=table: table.to_csv(out, index=False))
+
+        # Everything is written: swap it in, by renames only. dataset.json goes first and comes
+        # back last, so that no manifest vouches for train/ while files are being moved.
+        settings.dataset_info_path.unlink(missing_ok=True)
+        os.replace(staging / settings.manifest_path.name, settings.manifest_path)
+        for staged, target in moves:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)
+        _remove_stale(settings.train_dir, {settings.data_dir / p for p in frame["path"]})
+        for path in (settings.rejected_path, settings.duplicates_path):
+            os.replace(staging / path.name, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     fsutil.write_json_atomic(settings.dataset_info_path, {  # last: it marks the build complete
         "source": str(settings.data_source), "layout": layout, "profile": settings.profile,
         "per_class_limit": settings.per_class_limit, "seed": settings.seed,
@@ -224,10 +317,13 @@ def build_manifest(candidates: pd.DataFrame, settings: Settings, source: str, la
                    source, layout)
 
 
-def _previous_placement(manifest_path: Path) -> dict[str, tuple[str, str]]:
-    """``{path: (source_sha256, sha256)}`` of the last complete build; empty if unusable."""
+def _previous_placement(settings: Settings) -> dict[str, tuple[str, str]]:
+    """``{path: (source_sha256, sha256)}`` of the last complete build (its ``dataset.json``
+    written last); empty if there is none or it is unusable."""
+    if not settings.dataset_info_path.is_file():
+        return {}
     try:
-        previous = pd.read_csv(manifest_path, usecols=["path", "source_sha256", "sha256"], dtype=str)
+        previous = pd.read_csv(settings.manifest_path, usecols=["path", "source_sha256", "sha256"], dtype=str)
     except (OSError, ValueError, pd.errors.ParserError):
         return {}
     return {p: (s, h) for p, s, h in zip(previous["path"], previous["source_sha256"], previous["sha256"])}

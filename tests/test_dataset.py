@@ -13,6 +13,7 @@ from PIL import Image
 
 from lesionlib import dataset, images, synthetic
 from lesionlib.taxonomy import CLASSES
+from tests.test_images import _grey_png
 
 
 @pytest.fixture
@@ -97,8 +98,17 @@ def test_editing_a_file_in_train_never_touches_the_original(smoke):
     assert Path(row.original_path).read_bytes() == before
 
 
-def test_an_interrupted_rebuild_is_repaired_by_the_next_one(smoke, make_settings, cc0_sample,
-                                                             monkeypatch):
+def _intact(settings, built) -> None:
+    """The manifest of ``built`` still loads, and every file it lists is the one it vouches for."""
+    reloaded = dataset.load_manifest(settings)
+    assert reloaded["path"].tolist() == built.manifest["path"].tolist()
+    for row in reloaded.itertuples():
+        assert images.sha256_of(row.path) == row.sha256
+    assert not list(settings.data_dir.glob(".build-*"))  # no staging folder left behind
+
+
+def test_an_interrupted_rebuild_leaves_the_previous_build_usable(smoke, make_settings, cc0_sample,
+                                                                 monkeypatch):
     settings, built = smoke
     other = make_settings(data_source=cc0_sample, profile="smoke")
     real_place, count = dataset._place, {"n": 0}
@@ -112,12 +122,75 @@ def test_an_interrupted_rebuild_is_repaired_by_the_next_one(smoke, make_settings
     monkeypatch.setattr(dataset, "_place", place_then_crash)
     with pytest.raises(KeyboardInterrupt):
         dataset.prepare(other, progress=False)
-    with pytest.raises(dataset.ManifestError):  # no manifest vouches for a half-built train/
-        dataset.load_manifest(settings)
+    assert count["n"] == 6
+    _intact(settings, built)
     monkeypatch.setattr(dataset, "_place", real_place)
-    rebuilt = dataset.prepare(settings, progress=False)
+    rebuilt = dataset.prepare(other, progress=False)
     for row in rebuilt.manifest.itertuples():
         assert images.sha256_of(row.path) == row.sha256
+
+
+def _class_folders(root: Path, names: dict[str, list]) -> Path:
+    """Class folders of drawn lesions; ``names`` are str or bytes (a name that is not UTF-8)."""
+    for n, (label, files) in enumerate(names.items()):
+        folder = root / label
+        folder.mkdir(parents=True)
+        for m, name in enumerate(files):
+            path = os.path.join(os.fsencode(folder), name) if isinstance(name, bytes) else folder / name
+            synthetic.draw_lesion(label, np.random.default_rng(10 * n + m)).save(path, "JPEG")
+    return root
+
+
+def test_a_file_name_that_is_not_utf8_is_stored_escaped(make_settings, tmp_path):
+    source = _class_folders(tmp_path / "clinic", {"benign": [b"caf\xe9.jpg", "b1.jpg"],
+                                                  "malignant": [b"na\xefve.jpg", "m1.jpg"]})
+    (source / "benign" / os.fsdecode(b"vide\xe9.jpg")).write_bytes(b"")  # and a rejected one
+    settings = make_settings(data_source=source)
+    built = dataset.prepare(settings, progress=False)
+    assert len(built.manifest) == 4
+    text = settings.manifest_path.read_bytes().decode("utf-8")  # strict: it must be UTF-8
+    assert "caf\\xe9.jpg" in text and "na\\xefve.jpg" in text
+    assert "vide\\xe9.jpg" in settings.rejected_path.read_bytes().decode("utf-8")
+    assert dataset.load_manifest(settings)["original_path"].str.contains("caf\\xe9", regex=False).sum() == 1
+    for row in built.manifest.itertuples():
+        assert images.sha256_of(row.path) == row.sha256 and row.path.name.isascii()
+
+
+def test_a_manifest_that_cannot_be_written_keeps_the_previous_one(smoke, make_settings, tmp_path,
+                                                                  monkeypatch):
+    settings, built = smoke
+    source = _class_folders(tmp_path / "clinic", {"benign": [b"caf\xe9.jpg", "b1.jpg"]})
+    monkeypatch.setattr(dataset, "_storable_frame", lambda frame: frame)  # names as they were
+    with pytest.raises(UnicodeEncodeError):
+        dataset.prepare(make_settings(data_source=source), progress=False)
+    _intact(settings, built)
+
+
+def test_an_image_too_wide_for_a_jpeg_is_a_rejected_row(smoke, make_settings, tmp_path):
+    source = _class_folders(tmp_path / "clinic", {"benign": ["b1.jpg", "b2.jpg"]})
+    _grey_png(source / "benign" / "panorama.png", 70_000, 600)
+    settings = make_settings(data_source=source)
+    built = dataset.prepare(settings, progress=False)
+    assert len(built.manifest) == 2
+    [row] = built.rejected.to_dict("records")
+    assert row["image_id"] == "panorama" and row["reason"] == images.TOO_WIDE
+    assert "70000x600" in row["detail"] and images.FIXES[images.TOO_WIDE] in row["detail"]
+    _intact(settings, built)  # the new build, complete
+
+
+def test_an_image_that_cannot_be_saved_as_jpeg_is_a_rejected_row(smoke, make_settings, tmp_path,
+                                                                   monkeypatch):
+    source = _class_folders(tmp_path / "clinic", {"benign": ["b1.jpg", "b2.jpg"]})
+    _grey_png(source / "benign" / "strip.png", 66_000, 8)
+    monkeypatch.setattr(images, "JPEG_MAX_SIDE", 10**6)  # let it past the check: the encoder refuses it
+    settings = make_settings(data_source=source)
+    built = dataset.prepare(settings, progress=False)
+    assert len(built.manifest) == 2
+    [row] = built.rejected.to_dict("records")
+    assert row["image_id"] == "strip" and row["reason"] == dataset.NOT_LAID_OUT
+    assert dataset.NOT_LAID_OUT_FIX in row["detail"]
+    assert pd.read_csv(settings.rejected_path)["reason"].tolist() == [dataset.NOT_LAID_OUT]
+    _intact(settings, built)
 
 
 def test_a_source_with_no_usable_image_is_a_clear_error(make_settings, tmp_path):

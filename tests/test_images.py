@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import struct
+import subprocess
+import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +128,80 @@ def test_photos_flat_images_and_slivers_are_not_streaked(tmp_path, ham10000):
         assert images.streak_ratio(image) > images.STREAK_RATIO
     for path in sorted((ham10000 / "images").glob("*.jpg"))[:200]:  # real dermoscopy, hair and all
         assert isinstance(images.inspect_image(path), images.Checked), path
+
+
+def _grey_png(path: Path, width: int, height: int, bits: int = 8) -> Path:
+    """A PNG of zeros, written row by row, so that even a huge one costs no memory to make."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor, row = zlib.compressobj(9), bytes(1 + width * bits // 8)
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bits, 0, 0, 0, 0))
+                     + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
+def _peak_mb(code: str, *args: str) -> tuple[str, float]:
+    """Run ``code`` in a new Python process; what it prints and its peak resident memory in MB."""
+    script = f"import resource, sys\n{code}\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                          check=True, timeout=120)
+    *printed, peak = done.stdout.strip().splitlines()
+    return "\n".join(printed), int(peak) / 1024
+
+
+def test_a_huge_16bit_png_is_refused_before_decoding(tmp_path):
+    path = _grey_png(tmp_path / "deep.png", 9_000, 9_000, bits=16)
+    assert path.stat().st_size < 500_000
+    with Image.open(path) as image:
+        assert (image.mode, image.size) == ("I;16", (9_000, 9_000))
+    printed, peak = _peak_mb("from lesionlib import images\n"
+                             "r = images.inspect_image(sys.argv[1])\n"
+                             "print(r.reason)\nprint(r.detail)", str(path))
+    reason, detail = printed.splitlines()
+    assert reason == images.TOO_MUCH_MEMORY and "9000x9000" in detail and "budget" in detail
+    assert peak < 250, f"{peak:.0f} MB"  # it took 2.2 GB when it was decoded first
+
+
+def test_a_16bit_png_within_the_budget_is_checked_and_converted_in_bounded_memory(tmp_path):
+    path = _grey_png(tmp_path / "deep.png", 4_000, 4_000, bits=16)  # 32 MB as decoded
+    printed, peak = _peak_mb("from lesionlib import images\n"
+                             "r = images.inspect_image(sys.argv[1])\n"
+                             "print(type(r).__name__, r.width, r.height)\n"
+                             "print(images.load_rgb(r.path).size)", str(path))
+    assert printed.splitlines() == ["Checked 4000 4000", "(4000, 4000)"]
+    assert peak < 300, f"{peak:.0f} MB"  # the float64 conversion took over 600 MB
+
+
+def test_a_large_file_that_is_no_image_is_never_read_whole(tmp_path):
+    path = tmp_path / "backup.jpg"
+    with path.open("wb") as handle:  # 2 GB, sparse: it costs no disk
+        handle.write(b"just some text\n")
+        handle.truncate(2 * 2**30)
+    printed, peak = _peak_mb("from lesionlib import images\n"
+                             "print(images.inspect_image(sys.argv[1]).reason)", str(path))
+    assert printed == images.NOT_AN_IMAGE
+    assert peak < 250, f"{peak:.0f} MB"  # it took 2.6 GB when read into memory first
+
+
+def test_the_memory_budget_is_a_parameter(tmp_path):
+    photo = _lesion_photo().resize((1_000, 800))
+    png = _write(tmp_path / "photo.png", photo, "PNG")
+    budget = images.decode_bytes(1_000, 800, "RGB") - 1
+    refused = images.inspect_image(png, max_bytes=budget)
+    assert isinstance(refused, images.Rejected) and refused.reason == images.TOO_MUCH_MEMORY
+    assert images.FIXES[images.TOO_MUCH_MEMORY] in refused.detail
+    assert isinstance(images.inspect_image(png, max_bytes=budget + 1), images.Checked)
+    # A JPEG over the budget is decoded smaller instead, and laid out at that size.
+    jpeg = _write(tmp_path / "photo.jpg", photo, "JPEG", quality=95)
+    reduced = images.inspect_image(jpeg, max_bytes=budget)
+    assert isinstance(reduced, images.Checked) and reduced.needs_conversion
+    assert (reduced.scale, reduced.width, reduced.height) == (2, 500, 400)
+    assert images.load_rgb(jpeg, reduced.scale).size == (500, 400)
+
+
+def test_an_image_too_wide_for_a_jpeg_is_refused_from_its_header(tmp_path):
+    result = images.inspect_image(_grey_png(tmp_path / "panorama.png", 70_000, 600))
+    assert isinstance(result, images.Rejected) and result.reason == images.TOO_WIDE
+    assert "70000x600" in result.detail and images.FIXES[images.TOO_WIDE] in result.detail
