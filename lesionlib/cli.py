@@ -37,6 +37,20 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def printable(text: str) -> str:
+    """``text`` as valid Unicode: the bytes of a file name that are not UTF-8 (held by Python
+    as lone surrogates) shown as ``\\xff`` escapes, so JSON and text output stay valid UTF-8."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # surrogates that no file name decoded into
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _printable_record(record: dict) -> dict:
+    return {key: printable(value) if isinstance(value, str) else value for key, value in record.items()}
+
+
 def _predict(args: argparse.Namespace) -> int:
     from .inference import ExportedModel, predict_files
 
@@ -45,6 +59,7 @@ def _predict(args: argparse.Namespace) -> int:
         sys.stdout.reconfigure(errors="backslashreplace")
     total = failed = 0
     for record in predict_files(model, args.images):  # each line as soon as it is known
+        record = _printable_record(record)
         total += 1
         failed += "error" in record
         if args.json:

@@ -12,15 +12,19 @@ file's bytes at extraction time, so a renamed or moved image still hits the cach
 changed image, backbone or preprocessing misses it.
 Entries are stored in ``.npz`` shards, each written atomically; an interrupted run keeps the
 shards it finished. A corrupt or truncated shard (its zip checksums no longer match) is
-reported, removed and its entries computed again.
+reported, removed and its entries computed again; so is anything else found under a shard's
+name (a lone ``.npy``, a folder, rows whose width is not the network's). A cache that cannot
+be written is reported once, before computing, and the features are still returned.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 import uuid
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -50,6 +54,7 @@ class Bottlenecks:
     reused: int = 0  # rows found in the cache
     failed: pd.DataFrame = field(default_factory=pd.DataFrame)  # image_id, path, reason
     repaired: list[str] = field(default_factory=list)  # cache problems found and fixed
+    unsaved: str | None = None  # why the computed rows could not be kept in the cache
 
     def summary(self) -> str:
         text = f"{len(self.features)} bottlenecks: {self.computed} computed, {self.reused} from the cache"
@@ -57,6 +62,8 @@ class Bottlenecks:
             text += f"; {len(self.failed)} images could not be read (see .failed)"
         if self.repaired:
             text += f"; repaired the cache: {'; '.join(self.repaired)}"
+        if self.unsaved:
+            text += f"; NOT CACHED: {self.unsaved}"
         return text
 
 
@@ -74,33 +81,93 @@ def cache_key(backbone: Backbone, preprocessing: Preprocessing) -> str:
     return f"{label}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
+class CacheNotWritable(UserWarning):
+    """The bottleneck cache's folder cannot be written: features are computed but not kept."""
+
+
 class BottleneckCache:
     """A folder of ``.npz`` shards, each holding entry ids and their feature rows."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
+        self.unwritable: str | None = None  # why shards cannot be written here, once known
 
-    def read(self) -> tuple[dict[str, np.ndarray], list[str]]:
-        """Every stored entry, and a note for each corrupt shard found (and removed)."""
+    def read(self, width: int | None = None) -> tuple[dict[str, np.ndarray], list[str]]:
+        """Every stored entry, and a note for each corrupt shard found (and removed).
+
+        A shard must be an ``.npz`` file holding ``ids`` (strings, one per row) and
+        ``features`` (finite floats, ``[rows, width]``). ``width`` is the network's feature
+        width; when it is not known, the width of most stored rows. Anything else (a damaged
+        zip, a lone ``.npy``, a folder, rows of another width) is reported, removed if it can
+        be, and its entries are computed again."""
         entries: dict[str, np.ndarray] = {}
         problems: list[str] = []
         shards = sorted(self.folder.glob("shard-*.npz"))
+        found: list[tuple[Path, np.ndarray, np.ndarray]] = []
         for shard in shards:
             try:
+                if shard.is_dir():
+                    raise ValueError("a folder, not a file")
                 with np.load(shard, allow_pickle=False) as stored:
+                    if not isinstance(stored, np.lib.npyio.NpzFile):
+                        raise ValueError("not an .npz archive")
+                    if sorted(stored.files) != ["features", "ids"]:
+                        raise ValueError(f"holds {sorted(stored.files)}, not ids and features")
                     ids, features = stored["ids"], stored["features"]
-                if features.ndim != 2 or len(ids) != len(features) or not np.isfinite(features).all():
+                if ids.ndim != 1 or ids.dtype.kind != "U" or features.ndim != 2 \
+                        or features.dtype.kind != "f" or len(ids) != len(features) \
+                        or not np.isfinite(features).all():
                     raise ValueError("inconsistent contents")
             except FileNotFoundError:  # merged away by another run meanwhile
                 continue
-            except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-                problems.append(f"{shard.name} was corrupt ({error}); its entries are recomputed")
-                shard.unlink(missing_ok=True)
+            except (ValueError, KeyError, EOFError, OSError, zipfile.BadZipFile, AttributeError,
+                    TypeError) as error:
+                problems.append(self._discard(shard, f"was corrupt ({error})"))
+                continue
+            found.append((shard, ids, features))
+        if width is None and found:  # the width of most rows
+            rows: dict[int, int] = {}
+            for _, ids, features in found:
+                rows[features.shape[1]] = rows.get(features.shape[1], 0) + len(ids)
+            width = max(rows, key=rows.get)
+        kept = []
+        for shard, ids, features in found:
+            if features.shape[1] != width:
+                problems.append(self._discard(
+                    shard, f"was corrupt ({len(ids)} rows of {features.shape[1]} features, the "
+                           f"network gives {width})"))
                 continue
             entries.update(zip(ids.tolist(), features))
-        if len(shards) > MAX_SHARDS and entries:
-            self._merge(entries, [s for s in shards if s.exists()])
+            kept.append(shard)
+        if len(kept) > MAX_SHARDS and entries:
+            try:
+                self._merge(entries, [s for s in kept if s.exists()])
+            except OSError as error:
+                self.unwritable = self.unwritable or _strerror(error)
         return entries, problems
+
+    def _discard(self, shard: Path, problem: str) -> str:
+        """Remove a bad shard if possible (an empty folder too, never a folder's contents);
+        the note for :attr:`Bottlenecks.repaired`."""
+        try:
+            shard.rmdir() if shard.is_dir() else shard.unlink(missing_ok=True)
+            return f"{shard.name} {problem}; it was removed and its entries are recomputed"
+        except OSError as error:
+            return (f"{shard.name} {problem}; it could not be removed ({_strerror(error)}), so "
+                    f"it is ignored and its entries are recomputed: delete {shard}")
+
+    def writable(self) -> bool:
+        """Whether a shard can be written here: checked by writing (and removing) a small file
+        the way shards are written. On failure, :attr:`unwritable` says why."""
+        if self.unwritable is None:
+            probe = self.folder / f"probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            try:
+                with fsutil.atomic_path(probe) as temporary:
+                    temporary.write_bytes(b"")
+                probe.unlink()
+            except OSError as error:
+                self.unwritable = _strerror(error)
+        return self.unwritable is None
 
     def write(self, ids: list[str], features: np.ndarray) -> None:
         """Add entries as one new shard, written atomically."""
@@ -110,11 +177,35 @@ class BottleneckCache:
         with fsutil.atomic_path(target) as temporary, temporary.open("wb") as out:
             np.savez(out, ids=np.array(ids), features=np.asarray(features, dtype=np.float32))
 
+    def keep(self, ids: list[str], features: np.ndarray) -> None:
+        """:meth:`write`, unless the folder is unwritable: then warn (once) and keep nothing,
+        so that the features computed are still returned."""
+        if self.unwritable is None:
+            try:
+                self.write(ids, features)
+            except OSError as error:
+                self.unwritable = _strerror(error)
+                self.warn()
+
+    def warn(self) -> None:
+        warnings.warn(self.message(), CacheNotWritable, stacklevel=3)
+
+    def message(self) -> str:
+        return (f"The bottleneck cache {self.folder} cannot be written ({self.unwritable}): the "
+                "features are computed and returned but not kept, so the next run computes them "
+                "again. To keep them, make that folder writable (or remove what is in its way), or "
+                "set LESIONLIB_HOME to a folder you can write.")
+
     def _merge(self, entries: dict[str, np.ndarray], shards: list[Path]) -> None:
         ids = list(entries)
         self.write(ids, np.stack([entries[i] for i in ids]))
         for shard in shards:
             shard.unlink(missing_ok=True)
+
+
+def _strerror(error: OSError) -> str:
+    where = f": {error.filename}" if getattr(error, "filename", None) else ""
+    return f"{error.strerror or error}{where}"
 
 
 def image_loader(size: int, preprocessing: Preprocessing = ORIGINAL) -> Callable:
@@ -141,7 +232,7 @@ def extract(manifest: pd.DataFrame, backbone: Backbone, cache_root: Path, *,
     network = network or backbone.model
     load = load or image_loader(backbone.spec.input_size, preprocessing)
     cache = BottleneckCache(Path(cache_root) / cache_key(backbone, preprocessing))
-    known, repaired = cache.read()
+    known, repaired = cache.read(backbone.spec.feature_dim)
     hashes, failed = {}, []
     for index, image_id, path in zip(manifest.index, manifest["image_id"], manifest["path"]):
         try:
@@ -150,6 +241,8 @@ def extract(manifest: pd.DataFrame, backbone: Backbone, cache_root: Path, *,
             failed.append({"image_id": image_id, "path": str(path),
                            "reason": f"unreadable file ({error.strerror or error})"})
     todo = {sha: manifest.at[index, "path"] for index, sha in hashes.items() if sha not in known}
+    if todo and not cache.writable():  # say so before the long computation, not after it
+        cache.warn()
     computed = _compute(network, load, cache, todo, batch_size, progress, known)
 
     kept = [index for index, sha in hashes.items() if sha in known]
@@ -161,7 +254,7 @@ def extract(manifest: pd.DataFrame, backbone: Backbone, cache_root: Path, *,
                        computed=sum(hashes[index] in computed for index in kept),
                        reused=sum(hashes[index] not in computed for index in kept),
                        failed=pd.DataFrame(failed, columns=["image_id", "path", "reason"]),
-                       repaired=repaired)
+                       repaired=repaired, unsaved=cache.message() if cache.unwritable else None)
 
 
 def _compute(network: Callable, load: Callable, cache: BottleneckCache, todo: dict[str, str],
@@ -192,10 +285,10 @@ def _compute(network: Callable, load: Callable, cache: BottleneckCache, todo: di
                     known[entry] = pending[entry] = vector
                     done.add(entry)
                 if len(pending) >= SHARD_ROWS:
-                    cache.write(list(pending), np.stack(list(pending.values())))
+                    cache.keep(list(pending), np.stack(list(pending.values())))
                     pending = {}
                 bar.update(len(vectors))
     finally:
         if pending:
-            cache.write(list(pending), np.stack(list(pending.values())))
+            cache.keep(list(pending), np.stack(list(pending.values())))
     return done

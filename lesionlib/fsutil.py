@@ -1,20 +1,98 @@
-"""Writing files so that a crash never leaves a half-written one where a whole one is expected."""
+"""Writing files so that a crash never leaves a half-written one where a whole one is expected.
+
+Every temporary made here is named ``.<target>.lesionlib-<pid>-<random>.tmp<suffix>`` (files
+and folders) or ``.<target>.lesionlib-<pid>-<random>.old`` (a folder being replaced), with the
+writer's process id in it: when the next writer runs in that folder, the temporaries of
+processes that no longer exist (killed with ``kill -9``, a crashed kernel) are removed, and an
+``.old`` folder left between the two renames of :func:`atomic_folder` is put back if its
+target is missing. A live process's temporaries and any file of another name are never touched.
+
+File modes: temporaries are created with ``os.open(..., 0o666)`` and ``os.mkdir(..., 0o777)``,
+so the kernel applies the process's umask (and default ACLs) itself; the umask is never read
+or changed (``os.umask`` sets it while reading it, a race with other threads).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
-import uuid
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-_UMASK = os.umask(0o022)  # read the process's umask (the call sets it), then put it back
-os.umask(_UMASK)
+TAG = "lesionlib"
+_TEMPORARY = re.compile(rf"^\.(?P<target>.+)\.{TAG}-(?P<pid>\d+)-[0-9a-f]{{8}}\.(?:tmp(?:\.[^/]*)?|old)$")
+SWEEP_INTERVAL = 60.0  # seconds between sweeps of one folder by one process
+_swept: dict[tuple[int, str], float] = {}  # (pid, folder) -> when this process last swept it
+
+
+def _temporary_name(target: Path, ending: str) -> Path:
+    return target.parent / f".{target.name}.{TAG}-{os.getpid()}-{secrets.token_hex(4)}.{ending}"
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a zombie, already ended, counts as gone)."""
+    if pid <= 0:
+        return True  # not a real process id: never treat its files as stale
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
+def sweep(folder: Path) -> list[Path]:
+    """Remove the temporaries of ended processes in ``folder`` (see the module's docstring);
+    return what was removed or put back. Never raises: a sweep must not stop a write."""
+    folder = Path(folder)
+    done: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return done
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if not match or int(match["pid"]) == os.getpid() or process_alive(int(match["pid"])):
+            continue
+        path = Path(entry.path)
+        try:
+            if entry.is_symlink():
+                continue  # we never make links: not ours
+            if entry.name.endswith(".old"):
+                target = folder / match["target"]
+                if entry.is_dir() and not os.path.lexists(target):
+                    os.replace(path, target)  # killed between the two renames: put it back
+                    done.append(target)
+                    continue
+            if entry.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            done.append(path)
+        except OSError:
+            continue
+    return done
+
+
+def _sweep_once(folder: Path) -> None:
+    """:func:`sweep` ``folder`` unless this process did so in the last :data:`SWEEP_INTERVAL`
+    seconds (a folder of thousands of images is written file by file)."""
+    key = (os.getpid(), os.path.abspath(folder))
+    now = time.monotonic()
+    if now - _swept.get(key, -SWEEP_INTERVAL - 1) > SWEEP_INTERVAL:
+        _swept[key] = now
+        sweep(folder)
 
 
 @contextmanager
@@ -22,17 +100,40 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; it replaces ``target`` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_once(target.parent)
     # The temporary name ends like the target (".tmp.keras"): some writers check the suffix.
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
-                                    suffix=f".tmp{target.suffix}")
-    os.close(handle)
-    temporary = Path(name)
+    while True:
+        temporary = _temporary_name(target, f"tmp{target.suffix}")
+        try:
+            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # umask applies
+            break
+        except FileExistsError:
+            continue
     try:
         yield temporary
-        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes files private (0600); undo that
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def temporary_folder(target: Path) -> Iterator[Path]:
+    """Yield a new empty folder beside ``target`` (named for it), removed afterwards whatever
+    happens; one left by a killed process is swept by the next writer in that folder."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_once(target.parent)
+    while True:
+        temporary = _temporary_name(target, "tmp")
+        try:
+            os.mkdir(temporary, 0o777)  # umask applies
+            break
+        except FileExistsError:
+            continue
+    try:
+        yield temporary
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
 @contextmanager
@@ -41,12 +142,9 @@ def atomic_folder(target: Path) -> Iterator[Path]:
     contents) only if the block succeeds. Readers may find no folder for an instant (two
     renames), never a half-written one; if the swap fails, the old folder is put back."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    old = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.old"
-    try:
+    with temporary_folder(target) as temporary:
+        old = _temporary_name(target, "old")
         yield temporary
-        os.chmod(temporary, 0o777 & ~_UMASK)  # mkdtemp makes folders private (0700); undo that
         if target.exists():
             os.replace(target, old)
         try:
@@ -56,8 +154,6 @@ def atomic_folder(target: Path) -> Iterator[Path]:
                 os.replace(old, target)
             raise
         shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
 
 
 def write_atomic(target: Path, writer: Callable[[IO[str]], Any]) -> None:

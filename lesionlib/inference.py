@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 import subprocess
 import sys
 import time
@@ -132,6 +134,40 @@ def model_bytes(data: bytes, name: str | Path) -> bytes:
     return out.getvalue()
 
 
+MAX_IMAGE_BYTES = 64 << 20  # a dermatoscopic photo is a few MB; more is not an image to predict
+_KINDS = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
+
+
+def read_image_file(path: str | Path, limit: int | None = None) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (default :data:`MAX_IMAGE_BYTES`).
+    Raises ``ValueError`` saying what else ``path`` is (a FIFO, a device such as /dev/zero, a
+    folder, a file too large), ``OSError`` when it cannot be read. Never blocks on a FIFO and
+    never reads more than ``limit + 1`` bytes, even from a file that grows meanwhile."""
+    limit = MAX_IMAGE_BYTES if limit is None else limit
+    # O_NONBLOCK: opening a FIFO for reading returns at once instead of waiting for a writer.
+    handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    size_error = ValueError(f"file too large (over {limit:,} bytes): give an image file of at most "
+                            f"{limit >> 20} MB")
+    try:
+        mode = os.fstat(handle).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+            raise ValueError(f"not a regular file ({kind}): give an image file")
+        os.set_blocking(handle, True)
+        if os.fstat(handle).st_size > limit:
+            raise size_error
+        file = os.fdopen(handle, "rb")
+    except BaseException:
+        os.close(handle)
+        raise
+    with file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise size_error
+    return data
+
+
 def predict_files(model: ExportedModel, paths: Iterable[str | Path]) -> Iterator[dict]:
     """One record per file, in order, each as soon as it is ready:
     ``{"image", "label", "probabilities": {class: p}}``, or ``{"image", "error"}`` saying why
@@ -139,7 +175,10 @@ def predict_files(model: ExportedModel, paths: Iterable[str | Path]) -> Iterator
     tf = import_tensorflow()
     for path in paths:
         try:
-            data = Path(path).read_bytes()
+            data = read_image_file(path)
+        except ValueError as error:  # a FIFO, a device, a folder, a file too large
+            yield {"image": str(path), "error": str(error)}
+            continue
         except OSError as error:
             reason = f"{images.UNREADABLE} ({error.strerror or error})"
             yield {"image": str(path), "error": f"{reason}: {images.FIXES[images.UNREADABLE]}"}
@@ -158,12 +197,14 @@ def predict_files(model: ExportedModel, paths: Iterable[str | Path]) -> Iterator
                "probabilities": {c: float(p) for c, p in zip(model.classes, probabilities)}}
 
 
-def predict_in_new_process(folder: Path, paths: Iterable[str | Path]) -> list[dict]:
+def predict_in_new_process(folder: Path, paths: Iterable[str | Path],
+                           timeout: float | None = None) -> list[dict]:
     """The records of ``lesionlib predict --json`` run in a new Python process: the model as
-    another program would load it."""
-    command = [sys.executable, "-m", "lesionlib", "predict", "--json", "--model", str(folder),
+    another program would load it. ``timeout``: seconds before it is stopped (None: no limit)."""
+    # "--": the paths are operands even when one starts with "-" (a file named --model=x.jpg)
+    command = [sys.executable, "-m", "lesionlib", "predict", "--json", "--model", str(folder), "--",
                *map(str, paths)]
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", timeout=timeout)
     if result.returncode == 2:  # the model itself could not be loaded
         raise ModelError(result.stderr.strip())
     return [json.loads(line) for line in result.stdout.splitlines()]

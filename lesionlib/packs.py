@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -94,8 +93,8 @@ def make(settings: Settings, target: Path, progress: bool = True) -> dict:
     main = dataset.prepare(settings, progress)
     external = dataset.prepare(settings.external(), progress) if settings.external_source else None
     name, backbone_folder = _backbone_folder(settings)
-    with tempfile.TemporaryDirectory(prefix=".pack-", dir=target.parent) as work:
-        staging = Path(work)
+    # Staging beside the pack, named with this process's id: one left by a kill is swept later.
+    with fsutil.temporary_folder(target) as staging:
         info = {"format": FORMAT, "lesionlib": __version__, "profile": settings.profile,
                 "made": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "data": f"data/{main.source}",

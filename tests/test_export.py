@@ -539,3 +539,31 @@ def test_smallest_agreeing_variant():
     assert inference.smallest_agreeing(table, 0.99) == "float16"
     assert inference.smallest_agreeing(table, 0.9) == "int8"
     assert inference.smallest_agreeing(table.drop(index=["float32", "float16"]), 0.99) is None
+
+
+def test_odd_paths_in_a_new_process_are_operands_refused_or_escaped(exported, odd_files, tmp_path,
+                                                                    monkeypatch):
+    """A file named like an option, a FIFO, /dev/zero and a name that is not UTF-8: each gets
+    its own record, the others are still predicted, and the output is valid UTF-8 JSON."""
+    import os
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(odd_files["good"], "--model=x.jpg")  # relative: it starts with "--"
+    os.mkfifo("waiting.jpg")
+    latin = os.fsdecode(b"l\xe9sion.jpg")  # Latin-1 bytes in the name
+    shutil.copy(odd_files["good"], os.fsencode(latin))
+    # the FIFO before /dev/zero: a run that blocks on it times out instead of filling memory
+    paths = ["--model=x.jpg", "waiting.jpg", "/dev/zero", latin, str(odd_files["text"])]
+    records = inference.predict_in_new_process(exported.folder, paths, timeout=240)
+    assert [r["image"] for r in records] == ["--model=x.jpg", "waiting.jpg", "/dev/zero",
+                                             "l\\xe9sion.jpg", str(odd_files["text"])]
+    for record in records:
+        json.dumps(record).encode("utf-8")
+        record["image"].encode("utf-8")  # no lone surrogates
+    here = next(inference.predict_files(exported, [odd_files["good"]]))
+    assert records[0]["probabilities"] == here["probabilities"]
+    assert records[3]["probabilities"] == here["probabilities"]
+    assert records[1]["error"] == "not a regular file (a pipe (FIFO)): give an image file"
+    assert records[2]["error"] == "not a regular file (a character device): give an image file"
+    assert records[4]["error"].startswith("not an image")

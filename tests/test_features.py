@@ -309,3 +309,119 @@ def test_fine_tuning_weights_offline_say_where_to_point(make_settings, monkeypat
         backbones.keras_weights(make_settings(data_source="synthetic"))
     with pytest.raises(SettingsError, match="no file at"):
         make_settings(keras_weights="missing.weights.h5")
+
+
+def _cache_folder(settings, backbone):
+    return settings.bottleneck_dir / features.cache_key(backbone, features.ORIGINAL)
+
+
+def test_a_valid_shard_of_the_wrong_width_is_reported_and_recomputed(smoke):
+    settings, manifest, backbone = smoke
+    first = _extract(settings, manifest, backbone)
+    folder = _cache_folder(settings, backbone)
+    (good,) = folder.glob("shard-*.npz")
+    with np.load(good) as stored:
+        ids = stored["ids"]
+    narrow = folder / "shard-9999999999999999999-narrow00.npz"  # the newest: it would win
+    np.savez(narrow, ids=ids, features=np.ones((len(ids), 5), np.float32))
+    result = _extract(settings, manifest, backbone)
+    assert result.features.shape == (len(manifest), backbone.spec.feature_dim)
+    assert np.array_equal(result.features, first.features) and result.reused == len(manifest)
+    assert len(result.repaired) == 1 and narrow.name in result.repaired[0]
+    assert "5 features, the network gives 78" in result.repaired[0]
+    assert not narrow.exists() and good.exists()  # the bad one removed, the good one kept
+
+
+def test_a_wrong_width_everywhere_is_recomputed(smoke):
+    settings, manifest, backbone = smoke
+    first = _extract(settings, manifest, backbone)
+    folder = _cache_folder(settings, backbone)
+    (good,) = folder.glob("shard-*.npz")
+    with np.load(good) as stored:
+        ids = stored["ids"]
+    np.savez(good, ids=ids, features=np.ones((len(ids), 5), np.float32))  # the only shard
+    result = _extract(settings, manifest, backbone)
+    assert result.computed == len(manifest) and np.allclose(result.features, first.features)
+    assert result.repaired and "the network gives 78" in result.repaired[0]
+
+
+def test_odd_things_under_a_shards_name_are_reported_not_raised(smoke):
+    settings, manifest, backbone = smoke
+    first = _extract(settings, manifest, backbone)
+    folder = _cache_folder(settings, backbone)
+    (good,) = folder.glob("shard-*.npz")
+    odd = {kind: folder / f"shard-0-{kind}.npz" for kind in ("npy", "folder", "full", "keys", "numbers")}
+    with odd["npy"].open("wb") as out:
+        np.save(out, np.ones((3, 78), np.float32))
+    odd["folder"].mkdir()
+    odd["full"].mkdir()
+    (odd["full"] / "notes.txt").write_text("a learner's own file")
+    np.savez(odd["keys"], names=np.array(["a"]), vectors=np.ones((1, 78), np.float32))
+    np.savez(odd["numbers"], ids=np.arange(3), features=np.ones((3, 78), np.float32))
+    result = _extract(settings, manifest, backbone)
+    assert (result.reused, result.computed) == (len(manifest), 0)
+    assert np.array_equal(result.features, first.features)
+    assert len(result.repaired) == len(odd)
+    for kind, path in odd.items():
+        (note,) = [r for r in result.repaired if r.startswith(path.name)]
+        assert "corrupt" in note
+        if kind == "full":  # never a folder's contents: said, and left
+            assert (path / "notes.txt").exists() and f"delete {path}" in note
+        else:
+            assert not path.exists()
+    assert good.exists()
+
+
+@pytest.mark.parametrize("how", ["parent is a file", "replace refused"])
+def test_an_unwritable_cache_warns_once_before_computing_and_returns_the_features(smoke, monkeypatch, how):
+    settings, manifest, backbone = smoke
+    reference = _extract(settings, manifest, backbone)
+    shutil.rmtree(settings.bottleneck_dir)
+    if how == "parent is a file":  # root ignores chmod: make the folder impossible instead
+        settings.bottleneck_dir.write_text("not a folder")
+    else:
+        def refuse(source, target):
+            raise PermissionError(13, "Permission denied", str(target))
+        monkeypatch.setattr(os, "replace", refuse)
+    monkeypatch.setattr(features, "SHARD_ROWS", 8)  # several shards would be written
+    order = []
+
+    def network(images):
+        order.append("computed")
+        return backbone.model(images)
+
+    original = features.warnings.warn
+    monkeypatch.setattr(features.warnings, "warn",
+                        lambda *a, **k: (order.append("warned"), original(*a, **k)))
+    with pytest.warns(features.CacheNotWritable) as warned:
+        result = _extract(settings, manifest, backbone, network=network, batch_size=8)
+    assert len(warned) == 1 and order[0] == "warned" and order.count("warned") == 1
+    message = str(warned[0].message)
+    folder = _cache_folder(settings, backbone)
+    assert str(folder) in message and "LESIONLIB_HOME" in message and "not kept" in message
+    assert result.computed == len(manifest) and np.allclose(result.features, reference.features)
+    assert result.unsaved == message and "NOT CACHED" in result.summary()
+    if how == "parent is a file":
+        assert settings.bottleneck_dir.read_text() == "not a folder"  # nothing else touched
+    else:
+        assert not list(folder.iterdir())  # no shard, no probe, no temporary left behind
+
+
+def test_a_shard_that_cannot_be_removed_is_named_with_the_fix(smoke, monkeypatch):
+    settings, manifest, backbone = smoke
+    _extract(settings, manifest, backbone)
+    (shard,) = _cache_folder(settings, backbone).glob("shard-*.npz")
+    shard.write_bytes(b"garbage")
+
+    unlink = type(shard).unlink
+
+    def refuse(self, missing_ok=False):
+        if self == shard:
+            raise PermissionError(13, "Permission denied", str(self))
+        return unlink(self, missing_ok)
+
+    monkeypatch.setattr(type(shard), "unlink", refuse)
+    result = _extract(settings, manifest, backbone)
+    assert result.computed == len(manifest)
+    assert "could not be removed (Permission denied" in result.repaired[0]
+    assert f"delete {shard}" in result.repaired[0]

@@ -476,3 +476,123 @@ def test_a_hostile_pack_is_refused_cleanly_before_anything_is_installed(one_smok
     _refused(bad, home, message)
     assert _files_under(home) == kept
     assert _settings(home, profile="smoke").pack == home / "pack"  # the pack kept still works
+
+
+_WRITER = """
+import sys, time
+from pathlib import Path
+from lesionlib import fsutil
+target, kind = Path(sys.argv[1]), sys.argv[2]
+manager = {"file": fsutil.atomic_path, "folder": fsutil.atomic_folder,
+           "staging": fsutil.temporary_folder}[kind](target)
+temporary = manager.__enter__()
+with open(temporary if kind == "file" else temporary / "big.bin", "wb") as out:
+    out.write(bytes(8 << 20))  # 8 MB written, more to come...
+    out.flush()
+    print(temporary, flush=True)
+    time.sleep(120)
+"""
+
+
+def _writer(target: Path, kind: str):
+    """A child process in the middle of an atomic write; returns it and its temporary."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", _WRITER, str(target), kind], stdout=subprocess.PIPE,
+                             text=True)
+    temporary = Path(child.stdout.readline().strip())
+    assert temporary.exists() and f"lesionlib-{child.pid}-" in temporary.name
+    return child, temporary
+
+
+def _kill_9(child) -> None:
+    import os
+    import signal
+
+    os.kill(child.pid, signal.SIGKILL)
+    assert child.wait(timeout=30) == -signal.SIGKILL
+
+
+def test_temporaries_of_killed_writers_are_swept_by_the_next_one_and_nothing_else(tmp_path):
+    from lesionlib import fsutil
+
+    folder = tmp_path / "work"
+    folder.mkdir()
+    killed = [_writer(folder / "shard.npz", "file"), _writer(folder / "model", "folder"),
+              _writer(folder / "OUT.zip", "staging")]
+    live = _writer(folder / "other.npz", "file")
+    try:
+        for child, _ in killed:
+            _kill_9(child)
+        # not ours: names like ours but without our tag, or of a live process, or a link
+        foreign = [folder / ".shard.npz.abcd1234.tmp.npz", folder / ".pack.x1y2z3ab.tmp",
+                   folder / "notes.lesionlib-1-0000aaaa.tmp", folder / "shard.npz"]
+        for path in foreign:
+            path.write_text("keep me")
+        dead_link = folder / f".x.lesionlib-{killed[0][0].pid}-0000aaaa.tmp"
+        dead_link.symlink_to(foreign[0])
+        with fsutil.atomic_path(folder / "next.txt") as temporary:  # the next writer here
+            temporary.write_text("new")
+        for _, temporary in killed:
+            assert not temporary.exists()
+        assert live[1].exists() and live[0].poll() is None  # a live writer's temporary stays
+        assert all(path.read_text() == "keep me" for path in foreign) and dead_link.is_symlink()
+        assert (folder / "next.txt").read_text() == "new"
+    finally:
+        live[0].kill()
+        live[0].wait()
+
+
+def test_a_folder_swap_killed_between_its_renames_is_put_back(tmp_path):
+    from lesionlib import fsutil
+
+    target = tmp_path / "pack"
+    old = tmp_path / ".pack.lesionlib-999999999-0123abcd.old"  # no such process can exist
+    old.mkdir()
+    (old / "pack.json").write_text("{}")
+    assert fsutil.sweep(tmp_path) == [target]
+    assert (target / "pack.json").read_text() == "{}" and not old.exists()
+
+
+def test_an_unpack_killed_with_kill_9_is_cleaned_up_by_the_next_unpack(one_smoke_pack, tmp_path):
+    home = tmp_path / "student"
+    child, temporary = _writer(home / "pack", "folder")  # unpack's staging, mid-write
+    _kill_9(child)
+    assert temporary.name.startswith(".pack.") and temporary.exists()
+    _, changed = packs.unpack(one_smoke_pack[0], home)
+    assert changed and not temporary.exists()
+    assert sorted(p.name for p in home.iterdir()) == ["pack"]
+
+
+def test_a_pack_killed_while_staging_is_cleaned_up_by_the_next_pack(tmp_path):
+    target = tmp_path / "out" / "smoke.zip"
+    child, staging = _writer(target, "staging")
+    _kill_9(child)
+    packs.make(_settings(tmp_path / "instructor", profile="smoke"), target, progress=False)
+    assert not staging.exists() and sorted(p.name for p in target.parent.iterdir()) == ["smoke.zip"]
+
+
+def test_fsutil_never_changes_the_umask_and_its_files_follow_it(tmp_path):
+    """Another thread may create files while lesionlib is imported or writes: the umask must
+    never be set, not even for an instant; files and folders still get the modes it asks for."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys, threading\n"
+            "os.umask(0o027)\n"
+            "calls = []\n"
+            "real = os.umask\n"
+            "os.umask = lambda mask: calls.append(mask) or real(mask)\n"
+            "from pathlib import Path\n"
+            "from lesionlib import fsutil, packs, features\n"
+            "folder = Path(sys.argv[1])\n"
+            "fsutil.write_text_atomic(folder / 'a.txt', 'x')\n"
+            "with fsutil.atomic_folder(folder / 'model') as temporary:\n"
+            "    (temporary / 'inside').write_text('y')\n"
+            "print(calls, oct((folder / 'a.txt').stat().st_mode & 0o777),\n"
+            "      oct((folder / 'model').stat().st_mode & 0o777))\n")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]", "0o640", "0o750"]
