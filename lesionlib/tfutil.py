@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
+from .fsutil import process_alive
+
 NOISE = re.compile(
     r"oneDNN custom operations|cuda|cuInit|TF-TRT|cpu_feature_guard|rebuild TensorFlow|"
     r"To enable the following instructions|absl::InitializeLog|Unable to register cu|"
@@ -35,22 +37,12 @@ def _crash_log(pid: int | str = "*") -> Path:
     return Path(tempfile.gettempdir()) / f"lesionlib-tensorflow-import-{getpass.getuser()}-{pid}.log"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 def _crashed_imports() -> list[Path]:
     """Capture files left by imports whose process has ended: those imports killed it."""
     found = []
     for path in _crash_log().parent.glob(_crash_log().name):
         pid = path.stem.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             found.append(path)
     return found
 
