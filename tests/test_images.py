@@ -144,7 +144,10 @@ def _grey_png(path: Path, width: int, height: int, bits: int = 8) -> Path:
 
 def _peak_mb(code: str, *args: str) -> tuple[str, float]:
     """Run ``code`` in a new Python process; what it prints and its peak resident memory in MB."""
-    script = f"import resource, sys\n{code}\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    # VmHWM, not getrusage's ru_maxrss: Linux carries the peak of the process before exec over
+    # into ru_maxrss, and a child forked from a pytest that has loaded TensorFlow starts at 2 GB.
+    script = (f"import sys\n{code}\n"
+              "print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')))")
     done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
                           check=True, timeout=120)
     *printed, peak = done.stdout.strip().splitlines()
