@@ -47,12 +47,8 @@ class TrainedHead:
     best_epoch: int
 
     def __call__(self, features, training: bool = False):
-        """Called like the Keras model it holds."""
+        """Called like the Keras model it holds (so :func:`probabilities` takes either)."""
         return self.model(features, training=training)
-
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        """Class probabilities ``[N, len(CLASSES)]``."""
-        return probabilities(self.model, features)
 
 
 def probabilities(model, features: np.ndarray) -> np.ndarray:

@@ -98,7 +98,7 @@ def test_the_exported_model_predicts_what_the_backbone_and_head_predict(trained_
     _, manifest, _, bottlenecks, _, head = trained_smoke
     paths = manifest["path"].iloc[:20]
     served = exported.predict_bytes([Path(p).read_bytes() for p in paths], batch_size=7)
-    expected = head.predict(bottlenecks.features[bottlenecks.index.get_indexer(paths.index)])
+    expected = training.probabilities(head, bottlenecks.features[bottlenecks.index.get_indexer(paths.index)])
     assert served.shape == (20, len(CLASSES))
     np.testing.assert_allclose(served, expected, atol=1e-6)
     pixels = np.stack([exported.pixels_of(Path(p).read_bytes()) for p in paths])
@@ -126,7 +126,7 @@ def test_the_exported_model_prepares_images_as_the_head_was_trained(trained_smok
     model = inference.ExportedModel(export_like_notebook_05(backbone, head.model, tmp_path / "model", record))
     assert model.record["preprocessing"] == dataclasses.asdict(preprocessing)
     served = model.predict_bytes([Path(p).read_bytes() for p in rows["path"]])
-    np.testing.assert_allclose(served, head.predict(bottlenecks.features), atol=1e-6)
+    np.testing.assert_allclose(served, training.probabilities(head, bottlenecks.features), atol=1e-6)
     assert not np.allclose(served, exported.predict_bytes([Path(p).read_bytes() for p in rows["path"]]),
                            atol=1e-3)  # the preprocessing made a difference
 
@@ -356,7 +356,7 @@ def test_a_real_mobilenet_export_is_self_contained_and_converts(tmp_path, ham100
     labels = np.arange(len(paths)) % len(CLASSES)
     head = training.train_head((bottlenecks, labels), (bottlenecks, labels),
                                training.HeadConfig(epochs=3, patience=3))
-    expected = head.predict(bottlenecks)
+    expected = training.probabilities(head, bottlenecks)
     record = {"backbone": {"name": backbone.spec.name, "handle": str(copy), "input_size": 224,
                            "identity": backbone.identity}}
     folder = export_like_notebook_05(backbone, head.model, tmp_path / "model", record)
