@@ -35,7 +35,14 @@ def predict_part(head, bottlenecks: Bottlenecks, manifest: pd.DataFrame, part: p
     for the images of one part, as a table."""
     rows = part_rows(bottlenecks, part, name)
     found = probabilities(head, bottlenecks.features[rows]) if rows.any() else np.zeros((0, len(CLASSES)))
-    frame = pd.DataFrame(found, index=bottlenecks.index[rows], columns=PROBABILITY)
+    return prediction_table(found, manifest, bottlenecks.index[rows])
+
+
+def prediction_table(found: np.ndarray, manifest: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
+    """Class probabilities ``found`` (one row per image of ``index``, manifest ids) as the
+    predictions table every measure here reads: label, its code, probabilities, predicted
+    class and the lesion group."""
+    frame = pd.DataFrame(found, index=index, columns=PROBABILITY)
     frame.insert(0, "label", manifest.loc[frame.index, "label"].to_numpy())
     frame.insert(1, "y", label_indices(frame["label"]))
     frame["predicted"] = np.array(CLASSES)[frame[PROBABILITY].to_numpy().argmax(axis=1)] if len(frame) else []
