@@ -17,7 +17,8 @@ from lesionlib.tfutil import import_tensorflow
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 # Trains a small Keras model for EPOCHS epochs in a fresh process; KILL_AT=n kills it (SIGKILL)
-# as epoch n begins, KILL_IN_SAVE=n kills it halfway through writing epoch n's checkpoint.
+# as epoch n begins, KILL_IN_SAVE=n kills it halfway through writing epoch n's checkpoint;
+# MODEL=mobilenet fine-tunes the top block of a small MobileNet V2, as notebook 03 does.
 CHILD = r"""
 import json, os, signal, sys
 import numpy as np
@@ -29,9 +30,20 @@ from lesionlib import checkpoints
 folder, epochs = sys.argv[1], int(sys.argv[2])
 kill_at, kill_in_save = int(os.environ.get("KILL_AT", 0)), int(os.environ.get("KILL_IN_SAVE", 0))
 rng = np.random.default_rng(0)
-x, y = rng.normal(size=(64, 8)).astype("float32"), rng.integers(0, 3, 64)
 keras.utils.set_random_seed(0)
-model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, activation="softmax")])
+if os.environ.get("MODEL") == "mobilenet":  # notebook 03's fine-tuning, small: the top block unfrozen
+    x = rng.uniform(size=(32, 32, 32, 3)).astype("float32")
+    base = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False,
+                                          pooling="avg", weights=None)
+    base.trainable = True
+    for layer in base.layers[:base.layers.index(base.get_layer("block_16_expand"))]:
+        layer.trainable = False
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(base(inputs, training=False)))
+else:
+    x = rng.normal(size=(64, 8)).astype("float32")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, activation="softmax")])
+y = rng.integers(0, 3, len(x))
 model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
 saves = 0
 save_weights = model.save_weights
@@ -58,8 +70,8 @@ print(json.dumps({"start": start, "loss": run.history["loss"].tolist(),
 """
 
 
-def _child(folder: Path, epochs: int, **kill: int) -> subprocess.CompletedProcess:
-    environment = {**os.environ, **{name.upper(): str(value) for name, value in kill.items()}}
+def _child(folder: Path, epochs: int, **options: int | str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, **{name.upper(): str(value) for name, value in options.items()}}
     return subprocess.run([sys.executable, "-c", CHILD, str(folder), str(epochs)], cwd=REPOSITORY,
                           env=environment, capture_output=True, text=True, timeout=300)
 
@@ -87,16 +99,18 @@ def test_a_killed_run_resumes_after_its_last_epoch_and_ends_like_an_uninterrupte
         np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
 
 
-def test_a_kill_while_writing_a_checkpoint_leaves_the_previous_epoch_whole(tmp_path):
-    killed = _child(tmp_path, 5, kill_in_save=3)
+def test_a_fine_tuning_killed_while_writing_a_checkpoint_resumes_from_the_epoch_before(tmp_path):
+    killed = _child(tmp_path, 5, kill_in_save=3, model="mobilenet")
     assert killed.returncode == -signal.SIGKILL
     run_folder = next(tmp_path.iterdir())
     assert _state(tmp_path)["epoch"] == 2
     assert any(".lesionlib-" in path.name for path in run_folder.iterdir())  # the half-written temporary
-    resumed = _result(_child(tmp_path, 5))
+    resumed = _result(_child(tmp_path, 5, model="mobilenet"))
     assert resumed["start"] == 2 and len(resumed["loss"]) == 5
     assert not any(".lesionlib-" in path.name for path in run_folder.iterdir())  # swept
-    assert sorted(path.name for path in run_folder.glob("*.h5")) == ["epoch-0005.weights.h5"]
+    state = _state(tmp_path)  # only the last epoch and the best one are kept
+    assert sorted(path.name for path in run_folder.glob("*.h5")) == sorted({state["latest_file"], state["best_file"]})
+    assert state["latest_file"] == "epoch-0005.weights.h5"
 
 
 def _model(learning_rate: float):
