@@ -25,7 +25,7 @@ import pandas as pd
 from tqdm import tqdm  # plain text: it stays readable in executed notebooks
 
 from . import LesionlibError, fsutil, images, isic_archive, sources, synthetic
-from .settings import ISIC_ARCHIVE, SYNTHETIC, SYNTHETIC_OTHER_CLINIC, Settings
+from .settings import SYNTHETIC, SYNTHETIC_OTHER_CLINIC, Settings, is_isic_archive, isic_collection
 from .taxonomy import CLASSES
 
 # sha256: the hash of the file at `path` (what the bottleneck cache is keyed by);
@@ -65,14 +65,15 @@ def raw_folder(settings: Settings, progress: bool = True) -> Path:
     if settings.data_source == SYNTHETIC_OTHER_CLINIC:
         return synthetic.generate(settings.downloads_dir / SYNTHETIC_OTHER_CLINIC, seed=settings.seed + 1,
                                   other_clinic=True)
-    if settings.data_source == ISIC_ARCHIVE:
+    if is_isic_archive(settings.data_source):
         if settings.per_class_limit is None:
             raise ManifestError("The full profile downloads every image of the archive; do that "
                                 "once with isic-cli (`isic image download --search "
                                 "'diagnosis_1:\"Malignant\"' DIR`) and set LESIONLIB_DATA_SOURCE=DIR.")
         return isic_archive.download_classes(
-            settings.isic_api, settings.downloads_dir / "isic-archive",
-            per_class=settings.per_class_limit, file_kind=settings.isic_file, progress=progress)
+            settings.isic_api, settings.downloads_dir / settings.source_name,
+            per_class=settings.per_class_limit, file_kind=settings.isic_file, progress=progress,
+            seed=settings.seed, collection=isic_collection(settings.data_source))
     return Path(settings.data_source)
 
 

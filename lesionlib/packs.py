@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from . import LesionlibError, __version__, backbones, dataset, fsutil
+from . import LesionlibError, __version__, backbones, dataset, fsutil, isic_archive
 from .images import sha256_of
 from .settings import PACK_FILE, PROFILE_TABLE, Settings
 
@@ -52,7 +52,7 @@ def _isic_metadata(manifest: pd.DataFrame) -> pd.DataFrame:
         "patient_id": manifest["patient_id"],
         "age_approx": manifest["age"],
         "sex": manifest["sex"],
-        "anatom_site_general": manifest["site"],
+        "anatom_site_1": manifest["site"],  # the site as the source recorded it
     })
 
 
@@ -62,11 +62,14 @@ def _write_collection(built: dataset.Dataset, folder: Path) -> dict:
     for image_id, path in zip(built.manifest["image_id"], built.manifest["path"]):
         shutil.copyfile(path, folder / f"{image_id}.jpg")
     _isic_metadata(built.manifest).to_csv(folder / "metadata.csv", index=False)
-    licences = ", ".join(sorted(built.manifest["license"].dropna().astype(str).unique()))
+    licences = sorted(built.manifest["license"].dropna().astype(str).unique())
+    isic_archive.write_licences(folder, licences)
     (folder / "README.txt").write_text(
         f"{len(built.manifest)} images from {built.source}, chosen and checked by lesion-course's "
-        f"notebook 01, in the ISIC download layout.\nLicences: {licences} (per image in "
-        "metadata.csv, with the attribution). CC-BY-NC images may not be used commercially.\n")
+        "notebook 01, in the ISIC download layout.\nLicences: "
+        f"{', '.join(licences) or 'none recorded'} (per image in metadata.csv, with the "
+        "attribution; each licence's name and link in licenses/). CC-BY-NC images may not be "
+        "used commercially.\n")
     return built.manifest["label"].value_counts().sort_index().to_dict()
 
 

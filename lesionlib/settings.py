@@ -6,7 +6,12 @@ Notebooks, the command line and the tests all call :func:`load_settings`, so the
 variable                   meaning
 =========================  ================================================================
 ``LESIONLIB_PROFILE``      ``smoke`` | ``workshop`` (default) | ``full``
-``LESIONLIB_DATA_SOURCE``  ``isic-archive`` (download), ``synthetic``, or a local folder
+``LESIONLIB_DATA_SOURCE``  ``isic-archive`` (download), ``isic-archive:collection=<id>``
+                           (download from one of the archive's collections), ``synthetic``,
+                           or a local folder
+``LESIONLIB_EXTERNAL_SOURCE`` a second collection for notebook 06: a local folder,
+                           ``isic-archive:collection=<id>``, ``synthetic-other-clinic`` or
+                           ``none``
 ``LESIONLIB_BACKBONE``     a registry name, a TF Hub / Kaggle handle or a local model folder
 ``LESIONLIB_KERAS_WEIGHTS`` ImageNet weights of Keras MobileNet V2, for fine-tuning (notebook
                            03): ``imagenet`` (Keras downloads them), a ``.weights.h5`` file,
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,6 +44,8 @@ from .preprocessing import ORIGINAL, Preprocessing
 
 PROFILES = ("smoke", "workshop", "full")
 ISIC_ARCHIVE = "isic-archive"
+# One of the archive's collections (its number, as on the archive's Collections page).
+ISIC_COLLECTION = re.compile(r"isic-archive:collection=([1-9]\d{0,8})")
 SYNTHETIC = "synthetic"
 # The smoke profile's second collection: the synthetic drawings as another clinic's camera
 # would take them (another light, softer focus, closer framing). For notebook 06.
@@ -238,19 +246,37 @@ def _resolve(value: str, home: Path) -> Path:
 
 
 def _name(source: str | Path) -> str:
-    return source.name if isinstance(source, Path) else source
+    """``source`` as a name for tables and folders (``isic-archive-collection-66``)."""
+    return source.name if isinstance(source, Path) else re.sub(r"[:=]", "-", source)
+
+
+def is_isic_archive(source: str | Path) -> bool:
+    """Whether ``source`` is downloaded from the ISIC Archive (all of it, or one collection)."""
+    return source == ISIC_ARCHIVE or isic_collection(source) is not None
+
+
+def isic_collection(source: str | Path) -> int | None:
+    """The collection of an ``isic-archive:collection=<id>`` source, else None."""
+    match = ISIC_COLLECTION.fullmatch(source) if isinstance(source, str) else None
+    return int(match.group(1)) if match else None
 
 
 def _source(variable: str, value: str, home: Path, names: dict[str, str]) -> str | Path:
-    """A data source setting: one of ``names`` (name: what it does), or an existing folder
-    outside ``home/data``."""
-    if value in names:
+    """A data source setting: one of ``names`` (name: what it does), one of the ISIC Archive's
+    collections (``isic-archive:collection=<id>``), or an existing folder outside ``home/data``."""
+    if value in names or ISIC_COLLECTION.fullmatch(value):
         return value
+    if value.startswith(ISIC_ARCHIVE + ":"):
+        raise SettingsError(f"{variable}={value!r}: name one of the archive's collections by its "
+                            "number, as isic-archive:collection=66 (the numbers are on the "
+                            "archive's Collections page, https://www.isic-archive.com).")
     folder = _resolve(value, home)
     if not folder.is_dir():
         raise SettingsError(
             f"{variable}={value!r}: no folder at {folder}. Give an existing folder (relative "
-            f"paths start at {home}), or " + ", or ".join(f"{n!r} {what}" for n, what in names.items()) + ".")
+            f"paths start at {home}), 'isic-archive:collection=<id>' to download one of the "
+            "archive's collections, or "
+            + ", or ".join(f"{n!r} {what}" for n, what in names.items()) + ".")
     data_dir = (home / "data").resolve()
     if folder.is_relative_to(data_dir) or data_dir.is_relative_to(folder):
         raise SettingsError(

@@ -131,6 +131,13 @@ def _read_csv(path: Path) -> pd.DataFrame:
                           f"{error}). Fix or re-export the file.") from None
 
 
+def site_of(fields: dict) -> str | None:
+    """The broad anatomic site of a record: ``anatom_site_1`` (head and neck, trunk, upper or
+    lower extremity, anogenital region), the archive's field since May 2026, or the
+    ``anatom_site_general`` it replaced, which older downloads and records carry."""
+    return fields.get("anatom_site_1") or fields.get("anatom_site_general") or None
+
+
 def _frame(rows: Iterable[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(list(rows), columns=COLUMNS + PROBLEM_COLUMNS)
     frame["age"] = pd.to_numeric(frame["age"], errors="coerce")
@@ -162,7 +169,7 @@ def read_isic_download(folder: Path) -> pd.DataFrame:
             "patient_id": record.get("patient_id") or None,
             "age": record.get("age_approx"),
             "sex": record.get("sex") or None,
-            "site": record.get("anatom_site_general") or None,
+            "site": site_of(record),
             "license": record.get("copyright_license") or None,
             "attribution": record.get("attribution") or None,
         })
@@ -225,7 +232,7 @@ def _json_row(record: dict, json_path: Path, files: dict[str, Path]) -> dict:
         "patient_id": clinical.get("patient_id") or record.get("patient_id"),
         "age": clinical.get("age_approx"),
         "sex": clinical.get("sex"),
-        "site": clinical.get("anatom_site_general"),
+        "site": site_of(clinical),
         "license": license_,
         "attribution": attribution,
     }

@@ -35,7 +35,9 @@ _LOOK = {
     "indeterminate": ((185, 80, 75), (0.22, 0.32), 0.15),
     "malignant": ((60, 35, 30), (0.28, 0.40), 0.35),
 }
-_SITES = ("anterior torso", "posterior torso", "upper extremity", "lower extremity", "head/neck")
+# The archive's anatomic sites since May 2026: the broad level and the next (anatom_site_1, _2).
+_SITES = (("Trunk", "Anterior trunk"), ("Trunk", "Posterior trunk"), ("Upper extremity", "Forearm"),
+          ("Lower extremity", "Thigh"), ("Head and neck", "Head"))
 _DIAGNOSIS_1 = {"benign": "Benign", "indeterminate": "Indeterminate", "malignant": "Malignant"}
 
 
@@ -149,7 +151,7 @@ def _write_set(staging: Path, seed: int, per_class: int, stamp: str, other_clini
             "copyright_license": "CC-0", "image_type": "synthetic",
             "diagnosis_1": _DIAGNOSIS_1[label], "lesion_id": lesion, "patient_id": patient,
             "age_approx": int(rng.integers(4, 17)) * 5, "sex": str(rng.choice(["female", "male"])),
-            "anatom_site_general": str(rng.choice(_SITES)),
+            **dict(zip(("anatom_site_1", "anatom_site_2"), _SITES[rng.choice(len(_SITES))])),
         })
 
     number = 0

@@ -77,3 +77,13 @@ def test_size_figure_says_when_all_images_have_one_size(awkward):
     _, manifest, _ = awkward
     figure = explore.size_figure(manifest)
     assert figure.axes[0].get_title() == f"All {len(manifest)} images are 96 x 96"
+
+
+def test_the_site_figure_shows_the_archives_broad_sites(make_settings):
+    """The synthetic set carries today's ISIC fields (anatom_site_1, since May 2026): the
+    figure's site panel names those regions, and nothing is 'not recorded'."""
+    built = dataset.prepare(make_settings(profile="smoke"), progress=False)
+    figure = explore.metadata_figure(built.manifest)
+    sites = {label.get_text() for label in figure.axes[2].get_yticklabels()}
+    assert sites and sites <= {"Head and neck", "Trunk", "Upper extremity", "Lower extremity",
+                               "Anogenital region"}

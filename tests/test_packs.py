@@ -53,6 +53,11 @@ def test_a_smoke_pack_gives_a_student_the_same_images_and_collections(smoke_pack
     _same_images(dataset.prepare(student, progress=False).manifest, dataset.load_manifest(instructor))
     _same_images(dataset.prepare(student.external(), progress=False).manifest,
                  dataset.load_manifest(instructor.external()))
+    # each collection carries its licences' names and links beside the attribution
+    for collection in ("data/synthetic", "external/synthetic-other-clinic"):
+        licences = student.pack / collection / "licenses"
+        assert [p.name for p in licences.iterdir()] == ["CC-0.txt"]
+        assert "creativecommons.org/publicdomain/zero/1.0" in (licences / "CC-0.txt").read_text()
 
 
 def test_unpacking_twice_is_harmless(smoke_pack, tmp_path):
@@ -193,7 +198,10 @@ def test_a_workshop_pack_of_ham10000_and_mobilenet_runs_offline_and_learns(ham10
     assert training.scores(head, *arrays["test"])["balanced accuracy"] > 0.5
     with zipfile.ZipFile(pack) as archive:
         sums = archive.read("SHA256SUMS").decode().splitlines()
-    assert len(sums) == len(built.manifest) + 2 + sum(1 for p in MOBILENET.rglob("*") if p.is_file()) + 2
+        licence = archive.read("data/ham10000/licenses/CC-BY-NC.txt").decode()
+    assert "creativecommons.org/licenses/by-nc/4.0" in licence  # HAM10000's, beside its credit
+    # images, metadata.csv, README.txt, the licence; the network; pack.json, the weights
+    assert len(sums) == len(built.manifest) + 3 + sum(1 for p in MOBILENET.rglob("*") if p.is_file()) + 2
     assert json.loads((student.pack / "pack.json").read_text())["data"] == "data/ham10000"
 
 

@@ -53,6 +53,31 @@ def test_isic_json_records_in_the_api_v2_format(tmp_path, cc0_sample):
         "malignant", "Melanoma Invasive", "IL_1", "IP_1", "head/neck")
 
 
+def _value(cell):
+    return None if pd.isna(cell) else cell
+
+
+@pytest.mark.parametrize("fields, site", [
+    ({"anatom_site_1": "Head and neck", "anatom_site_2": "Head", "anatom_site_special": ""},
+     "Head and neck"),  # the archive since May 2026: the broad level
+    ({"anatom_site_general": "posterior torso"}, "posterior torso"),  # an older download
+    ({"anatom_site_1": "Trunk", "anatom_site_general": "anterior torso"}, "Trunk"),
+    ({}, None),
+], ids=["today", "before-may-2026", "both", "none"])
+def test_the_site_is_read_from_todays_fields_and_from_older_downloads(tmp_path, cc0_sample,
+                                                                       fields, site):
+    shutil.copy(cc0_sample / "ISIC_0000000.jpg", tmp_path / "ISIC_0000000.jpg")
+    pd.DataFrame([{"isic_id": "ISIC_0000000", "attribution": "A", "copyright_license": "CC-0",
+                   "diagnosis_1": "Benign", **fields}]).to_csv(tmp_path / "metadata.csv", index=False)
+    _, frame = sources.read_source(tmp_path)
+    assert _value(frame.iloc[0]["site"]) == site
+    (tmp_path / "metadata.csv").unlink()  # the same fields in an API v2 JSON record
+    record = {"isic_id": "ISIC_0000000", "metadata": {"clinical": {"diagnosis_1": "Benign", **fields}}}
+    (tmp_path / "ISIC_0000000.json").write_text(json.dumps(record))
+    _, frame = sources.read_source(tmp_path)
+    assert _value(frame.iloc[0]["site"]) == site
+
+
 def test_isic_download_folder(tmp_path, cc0_sample):
     for name in ("ISIC_0000000", "ISIC_0000002"):
         shutil.copy(cc0_sample / f"{name}.jpg", tmp_path / f"{name}.jpg")
