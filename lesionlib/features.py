@@ -3,7 +3,8 @@
 Notebook 03 writes the pipeline and calls the network itself, then hands both to
 :func:`extract`, which adds the bookkeeping: what is cached already, the positions of images
 that cannot be decoded, the shards, the progress bar. Later notebooks call :func:`extract`
-with the library's copy of that pipeline (:func:`image_loader`).
+with the library's copy of that pipeline (:func:`image_loader`) and, on a CPU, the network run
+by LiteRT (:func:`lesionlib.backbones.bottleneck_network`).
 
 The cache lives in ``data/cache/bottlenecks/<key>/``, where ``<key>`` is a hash of the
 backbone's identity (its handle, or a hash of a local model folder's files) and of the
@@ -35,7 +36,7 @@ import pandas as pd
 from tqdm import tqdm  # plain text: it stays readable in executed notebooks
 
 from . import fsutil, images
-from .backbones import REGISTRY, Backbone
+from .backbones import REGISTRY, Backbone, bottleneck_network
 from .preprocessing import ORIGINAL, Preprocessing, decode, prepare
 from .tfutil import import_tensorflow
 
@@ -68,7 +69,15 @@ class Bottlenecks:
 
 
 def cache_key(backbone: Backbone, preprocessing: Preprocessing) -> str:
-    """The cache folder's name for a backbone and a preprocessing."""
+    """The cache folder's name for a backbone and a preprocessing.
+
+    It does not name the runtime (TensorFlow or LiteRT): both compute the same network in
+    float32, and on real HAM10000 images MobileNet V2's features differ by at most about 3e-5
+    (of features up to about 6: float32 rounding in another order of operations), with the
+    same head predictions (tests/test_runtime.py); a conversion that differs more is refused
+    (:data:`lesionlib.backbones.EQUAL_WITHIN`). A cache may thus mix rows of both runtimes.
+    Naming the runtime would recompute every cache when a learner moves from a laptop to a
+    GPU, or switches to watch TensorFlow, and buy nothing a head can tell apart."""
     # Steps left at their default are left out, so caches made before they existed stay valid.
     steps = {key: value for key, value in asdict(preprocessing).items()
              if key in ("method", "antialias") or value != getattr(ORIGINAL, key)}
@@ -224,12 +233,12 @@ def extract(manifest: pd.DataFrame, backbone: Backbone, cache_root: Path, *,
             load: Callable | None = None, batch_size: int = 32, progress: bool = True) -> Bottlenecks:
     """Bottlenecks of every manifest image, from the cache when possible.
 
-    ``network`` (images -> features; default ``backbone.model``) and ``load`` (a path ->
-    the network's input, as ``preprocessing`` says; default :func:`image_loader`) compute
-    what the cache does not hold yet. They must match ``backbone`` and ``preprocessing``,
-    which name the cache.
+    ``network`` (images -> features; default :func:`backbones.bottleneck_network`: the
+    backbone through LiteRT on a CPU, TensorFlow on a GPU) and ``load`` (a path -> the
+    network's input, as ``preprocessing`` says; default :func:`image_loader`) compute what the
+    cache does not hold yet. They must match ``backbone`` and ``preprocessing``, which name the
+    cache.
     """
-    network = network or backbone.model
     load = load or image_loader(backbone.spec.input_size, preprocessing)
     cache = BottleneckCache(Path(cache_root) / cache_key(backbone, preprocessing))
     known, repaired = cache.read(backbone.spec.feature_dim)
@@ -243,6 +252,8 @@ def extract(manifest: pd.DataFrame, backbone: Backbone, cache_root: Path, *,
     todo = {sha: manifest.at[index, "path"] for index, sha in hashes.items() if sha not in known}
     if todo and not cache.writable():  # say so before the long computation, not after it
         cache.warn()
+    if todo and network is None:  # only now: with everything cached, nothing is converted
+        network = bottleneck_network(backbone)
     computed = _compute(network, load, cache, todo, batch_size, progress, known)
 
     kept = [index for index, sha in hashes.items() if sha in known]

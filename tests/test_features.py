@@ -12,8 +12,6 @@ import pytest
 from lesionlib import backbones, dataset, features, preprocessing, synthetic
 from lesionlib.settings import SettingsError
 
-MOBILENET = "weights/tfhub/mobilenet_v2_100_224_feature_vector"
-
 
 @pytest.fixture
 def smoke(make_settings):
@@ -197,7 +195,8 @@ def test_unreadable_images_are_reported_and_skipped(smoke):
 
 def test_a_pipeline_and_network_of_ones_own_fill_the_same_cache(smoke):
     """Notebook 03 writes its own ``load`` and loads the network itself with hub.load: what they
-    compute is what the library's defaults compute, stored under the same entries."""
+    compute is what the library's defaults compute (with LiteRT on a CPU: the same to within
+    float32 rounding), stored under the same entries."""
     import tensorflow as tf
     import tensorflow_hub as hub
 
@@ -213,7 +212,7 @@ def test_a_pipeline_and_network_of_ones_own_fill_the_same_cache(smoke):
     assert own.computed == len(manifest)
     shutil.rmtree(settings.bottleneck_dir)
     library = _extract(settings, manifest, backbone, preprocessing=settings.preprocessing)
-    np.testing.assert_allclose(own.features, library.features, atol=1e-6)
+    np.testing.assert_allclose(own.features, library.features, atol=1e-5)
 
 
 def test_the_tiny_stand_in_is_a_savedmodel_like_any_other(smoke):
@@ -261,18 +260,6 @@ def test_a_cached_handle_loads_without_network(make_settings, tmp_path):
     backbone = backbones.load(settings)
     assert (backbone.spec.input_size, backbone.spec.feature_dim) == (32, 3)
     assert backbone.identity == handle
-
-
-def test_shared_mobilenet_features(make_settings, ham10000):
-    folder = ham10000.parent.parent / MOBILENET
-    settings = make_settings(data_source=ham10000, backbone=folder)
-    backbone = backbones.load(settings)
-    assert (backbone.spec.input_size, backbone.spec.feature_dim) == (224, 1280)
-    assert backbone.spec.name == "mobilenet_v2_100_224_feature_vector"
-    manifest = dataset.prepare(settings, progress=False).manifest.head(40)
-    result = features.extract(manifest, backbone, settings.bottleneck_dir, progress=False)
-    assert result.features.shape == (40, 1280) and np.isfinite(result.features).all()
-    assert result.features.std(axis=0).mean() > 0.05  # real, varied features
 
 
 def test_fine_tuning_weights_are_a_file_none_or_downloaded_once(make_settings, monkeypatch, tmp_path):
