@@ -36,14 +36,16 @@ else
 endif
 	touch $@
 
-# Every pin resolves for every supported Python (wheels only, as learners install them), not
-# only for the one installed here. Asks the package index; installs nothing.
+# Every pin has wheels for every supported Python on Linux, Windows and macOS (Apple silicon),
+# not only for the Python and system installed here: uv (a test dependency) resolves the pins
+# for each against the package index (all at once: it waits on the network) and installs nothing.
+PLATFORMS := x86_64-manylinux_2_28 x86_64-pc-windows-msvc aarch64-apple-darwin
 pins: $(VENV)/.installed
-	@for v in $(SUPPORTED); do \
-	  echo "== pins resolve for Python $$v"; \
-	  $(BIN)/python -m pip install --quiet --dry-run --ignore-installed --only-binary=:all: \
-	    --python-version $$v --target $(VENV)/.pins-check -r requirements.txt || exit 1; \
-	done
+	@for v in $(SUPPORTED); do for p in $(PLATFORMS); do echo $$v $$p; done; done | xargs -n 2 -P 9 sh -c \
+	  '$(BIN)/uv pip compile --quiet --no-header --only-binary :all: --python-version $$0 --python-platform $$1 \
+	     -o /dev/null requirements.txt \
+	   || { echo "requirements.txt does not resolve for Python $$0 on $$1 (or the package index is out of reach)"; exit 1; }'
+	@echo "== the pins resolve for Python $(SUPPORTED) on $(PLATFORMS)"
 
 course: $(VENV)/.installed
 	@mkdir -p $(BUILD)/notebooks

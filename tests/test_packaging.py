@@ -86,8 +86,11 @@ def test_make_installs_the_pins_with_uv_or_pip_and_ci_checks_them_for_every_pyth
     assert all(line.endswith('-r requirements.txt -e ".[course,test]"') for line in lines if "--upgrade" not in line)
     assert re.search(r"^test: pins$", makefile, re.MULTILINE)  # CI runs make test: the pins are checked first
     pins = makefile.split("\npins:", 1)[1].split("\n\n", 1)[0]
-    assert "for v in $(SUPPORTED)" in pins and "--dry-run" in pins and "--python-version $$v" in pins
-    assert "--only-binary=:all:" in pins and "-r requirements.txt" in pins
+    assert "for v in $(SUPPORTED)" in pins and "for p in $(PLATFORMS)" in pins
+    assert "--python-version $$0 --python-platform $$1" in pins
+    assert "pip compile" in pins and "--only-binary :all:" in pins and "requirements.txt" in pins and "exit 1" in pins
+    platforms = re.search(r"^PLATFORMS := (.+)$", makefile, re.MULTILINE)[1].split()
+    assert {"x86_64-pc-windows-msvc", "aarch64-apple-darwin"} <= set(platforms)
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^exec make test$", ci, re.MULTILINE)
     readme = (ROOT / "README.md").read_text()
