@@ -17,7 +17,8 @@ cell while the kernel lives) plus the peaks of the processes it started (read ev
 what Binder's limit counts. About 0.45 GB of it are TensorFlow's libraries mapped from disk
 (``RssFile``, shown beside it), which every kernel shares. ``getrusage(RUSAGE_CHILDREN)``
 would not do: it keeps the largest child ever, and a kernel forked from a large process
-inherits its parent's peak across ``exec``. The cells that raised each kernel's peak most are listed on stderr.
+inherits its parent's peak across ``exec``. The cells that raised each kernel's peak
+most are listed on stderr.
 """
 
 from __future__ import annotations
