@@ -5,7 +5,14 @@
 #   LESIONLIB_DATA_SOURCE=../shared/data/ham10000 make course
 #   (notebook 06 also reads LESIONLIB_EXTERNAL_SOURCE, a second collection to test on)
 
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# Python: PYTHON=/path/to/python, or else the newest supported version that runs here (a
+# pyenv shim on PATH for a version pyenv has not selected does not run, and is passed over).
+SUPPORTED := 3.13 3.12 3.11
+ifndef PYTHON
+PYTHON := $(or $(firstword $(foreach v,$(SUPPORTED),$(shell python$(v) -c 'import sys; print(sys.executable)' 2>/dev/null))),python3)
+endif
+# uv installs the same pins as pip, faster (README); pip when uv is not there, or with UV=.
+UV ?= $(shell command -v uv)
 VENV := .venv
 BIN := $(VENV)/bin
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]-*.ipynb))
@@ -14,14 +21,31 @@ BUILD := $(HOME_DIR)/build
 SHARED := $(abspath ../shared)
 TEST_HOME := $(abspath build/test-runs)
 
-.PHONY: course test clean
+.PHONY: course test pins clean
 
 $(VENV)/.installed: pyproject.toml requirements.txt
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "lesion-course needs Python 3.11; found " + sys.version.split()[0] + " at " + sys.executable + ". Run: make PYTHON=/path/to/python3.11 ...")'
+	@$(PYTHON) -c 'import sys; sys.exit(0 if "%d.%d" % sys.version_info[:2] in "$(SUPPORTED)".split() else "lesion-course runs on Python $(SUPPORTED); found " + sys.version.split()[0] + " at " + sys.executable + ". Install one (python.org, or your package manager) and run: make PYTHON=/path/to/python3.13 $(MAKECMDGOALS)")' \
+	  || { command -v $(PYTHON) >/dev/null || echo "lesion-course runs on Python $(SUPPORTED) and found none. Install one (python.org, or your package manager) and run: make PYTHON=/path/to/python3.13 $(MAKECMDGOALS)"; exit 1; }
+ifneq ($(UV),)
+	$(UV) venv --quiet --seed --allow-existing --python $(PYTHON) $(VENV)
+	$(UV) pip install --quiet --python $(BIN)/python -r requirements.txt -e ".[course,test]"
+else
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt -e ".[course,test]"
+endif
 	touch $@
+
+# Every pin has wheels for every supported Python on Linux, Windows and macOS (Apple silicon),
+# not only for the Python and system installed here: uv (a test dependency) resolves the pins
+# for each against the package index (all at once: it waits on the network) and installs nothing.
+PLATFORMS := x86_64-manylinux_2_28 x86_64-pc-windows-msvc aarch64-apple-darwin
+pins: $(VENV)/.installed
+	@for v in $(SUPPORTED); do for p in $(PLATFORMS); do echo $$v $$p; done; done | xargs -n 2 -P 9 sh -c \
+	  '$(BIN)/uv pip compile --quiet --no-header --only-binary :all: --python-version $$0 --python-platform $$1 \
+	     -o /dev/null requirements.txt \
+	   || { echo "requirements.txt does not resolve for Python $$0 on $$1 (or the package index is out of reach)"; exit 1; }'
+	@echo "== the pins resolve for Python $(SUPPORTED) on $(PLATFORMS)"
 
 course: $(VENV)/.installed
 	@mkdir -p $(BUILD)/notebooks
@@ -43,7 +67,7 @@ course: $(VENV)/.installed
 # other collection of notebook 06, and the other way round (without notebook 05). The two
 # real passes share one home, as a learner who switches collections does: the second
 # rebuilds data/ and build/ and reuses the bottleneck cache. The slowest steps are listed.
-test: $(VENV)/.installed
+test: pins
 	rm -rf $(TEST_HOME)
 	env LESIONLIB_PROFILE=smoke LESIONLIB_DATA_SOURCE= LESIONLIB_BACKBONE= LESIONLIB_EXTERNAL_SOURCE= LESIONLIB_KERAS_WEIGHTS= \
 	  LESIONLIB_HOME=$(TEST_HOME)/smoke $(BIN)/pytest --durations=15

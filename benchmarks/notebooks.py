@@ -9,18 +9,29 @@ fine-tuning), unpacks it into a fresh
 ``LESIONLIB_HOME`` and runs the notebooks there with nothing else set: what a workshop
 laptop does after ``lesionlib unpack``. Each notebook runs in its own kernel, as
 ``make course`` runs it, so the minutes include starting Python and TensorFlow. Prints a
-Markdown table of minutes per notebook (the README's notebook map shows them) and the
-machine it ran on; asserts nothing (time is measured here, never in the tests).
+Markdown table of minutes and memory per notebook (the README's notebook map shows them) and
+the machine it ran on; asserts nothing (time is measured here, never in the tests).
+
+Memory is the resident peak of that notebook's kernel (Linux ``VmHWM``, read just after each
+cell while the kernel lives) plus the peaks of the processes it started (read every 0.2 s):
+what Binder's limit counts. About 0.45 GB of it are TensorFlow's libraries mapped from disk
+(``RssFile``, shown beside it), which every kernel shares. ``getrusage(RUSAGE_CHILDREN)``
+would not do: it keeps the largest child ever, and a kernel forked from a large process
+inherits its parent's peak across ``exec``. The cells that raised each kernel's peak
+most are listed on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
@@ -36,6 +47,80 @@ from lesionlib.tfutil import import_tensorflow
 ROOT = Path(__file__).resolve().parent.parent
 MOBILENET = "mobilenet_v2_100_224_feature_vector"
 KERAS_WEIGHTS = "mobilenet_v2_1.0_224_float_no_top.weights.h5"  # for notebook 03's fine-tuning
+SAMPLE_SECONDS = 0.2
+
+
+def _status_kb(pid: int, field_name: str) -> int:
+    """A ``kB`` field of /proc/<pid>/status; 0 once the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in text.splitlines() if line.startswith(field_name + ":")), 0)
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes started by ``pid``, their children and so on (Linux 3.5+)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []
+    children = []
+    for task in tasks:
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return children + [d for child in children for d in _descendants(child)]
+
+
+@dataclass
+class KernelPeak:
+    """Resident peak, in kB, of one notebook's kernel and the processes it started: the
+    kernel's own high-water mark after each cell, and its children's, read every
+    :data:`SAMPLE_SECONDS` while they live (one that lives less than that may be missed)."""
+
+    client: NotebookClient
+    kb: int = 0
+    file_kb: int = 0  # the largest share of the kernel's memory mapped from files (libraries)
+    children_kb: dict[int, int] = field(default_factory=dict)
+    raised_by: list[tuple[int, int, str]] = field(default_factory=list)  # (kB added, cell, first line)
+
+    def _kernel_pid(self) -> int | None:
+        provisioner = getattr(self.client.km, "provisioner", None)
+        return getattr(provisioner, "pid", None)
+
+    def _read_children(self) -> None:
+        pid = self._kernel_pid()
+        for child in _descendants(pid) if pid else []:
+            self.children_kb[child] = max(self.children_kb.get(child, 0), _status_kb(child, "VmHWM"))
+
+    @contextmanager
+    def sampling(self) -> Iterator[None]:
+        """Read the children's peaks in the background while the block runs."""
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(SAMPLE_SECONDS):
+                self._read_children()
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+
+    def after_cell(self, cell, cell_index: int, **_) -> None:
+        pid = self._kernel_pid()
+        self._read_children()
+        kb = _status_kb(pid, "VmHWM") + sum(self.children_kb.values())
+        self.file_kb = max(self.file_kb, _status_kb(pid, "RssFile"))
+        if kb > self.kb:
+            first_line = next((line for line in cell.source.splitlines() if line.strip()), "")
+            self.raised_by.append((kb - self.kb, cell_index, first_line[:70]))
+            self.kb = kb
 
 
 def main() -> int:
@@ -65,16 +150,27 @@ def main() -> int:
     rows = []
     for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb")):
         notebook = nbformat.read(path, as_version=4)
+        client = NotebookClient(notebook, timeout=7200, resources={"metadata": {"path": str(path.parent)}})
+        peak = KernelPeak(client)
+        client.on_cell_executed = peak.after_cell
         started = time.perf_counter()
-        NotebookClient(notebook, timeout=7200, resources={"metadata": {"path": str(path.parent)}}).execute()
+        with peak.sampling():
+            client.execute()
         minutes = (time.perf_counter() - started) / 60
-        rows.append({"notebook": path.stem, "minutes": round(minutes, 1)})
-        print(f"{path.stem}: {minutes:.1f} min", file=sys.stderr, flush=True)
-    rows.append({"notebook": "all", "minutes": round(sum(r["minutes"] for r in rows), 1)})
-    print(markdown_table(pd.DataFrame(rows).set_index("notebook"), lambda column, value: f"{value:.1f}"))
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # kilobytes on Linux
-    print(f"\nWorkshop profile, cold caches, exercises included; largest kernel: {peak:.1f} GB of "
-          f"memory; {describe(import_tensorflow())}")
+        rows.append({"notebook": path.stem, "minutes": round(minutes, 1), "peak GB": round(peak.kb / 2**20, 2),
+                     "of it files GB": round(peak.file_kb / 2**20, 2)})
+        cells = "; ".join(f"cell {i} +{kb / 2**20:.2f} GB ({line})" for kb, i, line in sorted(peak.raised_by)[:-4:-1])
+        print(f"{path.stem}: {minutes:.1f} min, peak {peak.kb / 2**20:.2f} GB; raised most by {cells}",
+              file=sys.stderr, flush=True)
+    rows.append({"notebook": "all", "minutes": round(sum(r["minutes"] for r in rows), 1),
+                 "peak GB": max(r["peak GB"] for r in rows), "of it files GB": max(r["of it files GB"] for r in rows)})
+    print(markdown_table(pd.DataFrame(rows).set_index("notebook"),
+                         lambda column, value: f"{value:.1f}" if column == "minutes" else f"{value:.2f}"))
+    print(f"\nWorkshop profile, cold caches, exercises included; peak GB: resident peak of each "
+          f"notebook's kernel and its child processes; of it files GB: the most of the kernel's memory "
+          f"mapped from files (libraries: shared between kernels, and the first to go when memory is "
+          f"short); load average {os.getloadavg()[0]:.1f} at the "
+          f"end; {describe(import_tensorflow())}")
     return 0
 
 

@@ -39,6 +39,8 @@ def process_alive(pid: int) -> bool:
     """Whether process ``pid`` exists (a zombie, already ended, counts as gone)."""
     if pid <= 0:
         return True  # not a real process id: never treat its files as stale
+    if os.name == "nt":
+        return _windows_process_alive(pid)  # there os.kill(pid, 0) would end the process
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -50,6 +52,21 @@ def process_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return True
     return state not in ("Z", "X")
+
+
+def _windows_process_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running, asked of Windows itself (OpenProcess)."""
+    import ctypes  # Windows only: its kernel32 has no POSIX equivalent here
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return ctypes.get_last_error() == 5  # ERROR_ACCESS_DENIED: someone else's process
+    try:
+        code = ctypes.c_ulong()
+        return not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)) or code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def sweep(folder: Path) -> list[Path]:

@@ -45,11 +45,19 @@ def test_every_range_is_pinned_to_a_version_inside_it():
         assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} is outside {requirement}"
 
 
+def _supported() -> list[str]:
+    """The Python versions the Makefile accepts, newest first (``SUPPORTED := 3.13 ...``)."""
+    found = re.search(r"^SUPPORTED := (.+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert found, "the Makefile names the supported Python versions in SUPPORTED"
+    return found[1].split()
+
+
 def test_binder_environment_pins_the_same_set_and_postbuild_installs_lesionlib():
     environment = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda = [d for d in environment["dependencies"] if isinstance(d, str)]
     pip = next(d["pip"] for d in environment["dependencies"] if isinstance(d, dict))
-    assert "python=3.11" in conda and "pip" in conda
+    pythons = [d.removeprefix("python=") for d in conda if d.startswith("python=")]
+    assert len(pythons) == 1 and pythons[0] in _supported() and "pip" in conda
     # repo2docker builds environment.yml before the repository is copied in: no local paths.
     assert {canonicalize_name(p.split("==")[0]): p.split("==")[1] for p in pip} == _pins()
     post_build = ROOT / "postBuild"
@@ -57,9 +65,12 @@ def test_binder_environment_pins_the_same_set_and_postbuild_installs_lesionlib()
     assert re.search(r"^python -m pip install --no-deps -e \.$", post_build.read_text(), re.MULTILINE)
 
 
-def test_python_versions_admit_the_pinned_one_and_colabs():
+def test_python_versions_admit_every_supported_one_and_colabs():
     allowed = SpecifierSet(_pyproject()["project"]["requires-python"])
-    assert "3.11" in allowed and "3.12" in allowed  # make and Binder pin 3.11; Colab runs 3.12
+    supported = _supported()
+    assert supported == sorted(supported, key=lambda v: tuple(map(int, v.split("."))), reverse=True)
+    assert "3.12" in supported  # Colab's
+    assert all(version in allowed for version in supported)
 
 
 def test_tensorflow_not_tensorflow_cpu():
@@ -68,8 +79,18 @@ def test_tensorflow_not_tensorflow_cpu():
     assert "tensorflow-cpu" not in names
 
 
-def test_make_installs_the_pins_and_ci_runs_exactly_the_readme_test_command():
-    assert '-r requirements.txt -e ".[course,test]"' in (ROOT / "Makefile").read_text()
+def test_make_installs_the_pins_with_uv_or_pip_and_ci_checks_them_for_every_python():
+    makefile = (ROOT / "Makefile").read_text()
+    lines = [line for line in makefile.splitlines() if re.match(r"\t\$\((UV|BIN)\)\S* (pip|-m pip) install", line)]
+    assert len(lines) == 3, lines  # uv's; pip's (after upgrading pip itself)
+    assert all(line.endswith('-r requirements.txt -e ".[course,test]"') for line in lines if "--upgrade" not in line)
+    assert re.search(r"^test: pins$", makefile, re.MULTILINE)  # CI runs make test: the pins are checked first
+    pins = makefile.split("\npins:", 1)[1].split("\n\n", 1)[0]
+    assert "for v in $(SUPPORTED)" in pins and "for p in $(PLATFORMS)" in pins
+    assert "--python-version $$0 --python-platform $$1" in pins
+    assert "pip compile" in pins and "--only-binary :all:" in pins and "requirements.txt" in pins and "exit 1" in pins
+    platforms = re.search(r"^PLATFORMS := (.+)$", makefile, re.MULTILINE)[1].split()
+    assert {"x86_64-pc-windows-msvc", "aarch64-apple-darwin"} <= set(platforms)
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^exec make test$", ci, re.MULTILINE)
     readme = (ROOT / "README.md").read_text()
