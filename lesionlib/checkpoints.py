@@ -168,7 +168,7 @@ class Run(_callback_base()):
 
 def progress(images: int, every_batches: int | None = None):
     """A Keras callback drawing one progress bar per epoch, in images, with images per second."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text: it stays readable in executed notebooks
 
     class Progress(_callback_base()):
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:

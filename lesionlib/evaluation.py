@@ -349,7 +349,7 @@ def mistakes_figure(mistakes: pd.DataFrame, manifest: pd.DataFrame):
 
 
 def occlusion(image: np.ndarray, probabilities, column: int, patch: int = 40, stride: int = 20,
-              batch_size: int = 32) -> np.ndarray:
+              batch_size: int = 8) -> np.ndarray:
     """Where a model looks: how much probability ``column`` drops when each region is greyed out.
 
     ``image`` is one network-sized image in [0, 1]; ``probabilities`` maps a batch of such
@@ -372,7 +372,7 @@ def occlusion(image: np.ndarray, probabilities, column: int, patch: int = 40, st
 
 
 def occlusion_map(path, backbone, head, label: str, patch: int = 40, stride: int = 20,
-                  batch_size: int = 32,
+                  batch_size: int = 8,
                   preprocessing: Preprocessing = ORIGINAL) -> tuple[np.ndarray, np.ndarray]:
     """:func:`occlusion` of one image file for a loaded backbone and a head, for ``P(label)``.
 

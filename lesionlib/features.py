@@ -230,7 +230,7 @@ def image_loader(size: int, preprocessing: Preprocessing = ORIGINAL) -> Callable
 
 def extract(manifest: pd.DataFrame, backbone: Backbone, cache_root: Path, *,
             preprocessing: Preprocessing = ORIGINAL, network: Callable | None = None,
-            load: Callable | None = None, batch_size: int = 32, progress: bool = True) -> Bottlenecks:
+            load: Callable | None = None, batch_size: int = 8, progress: bool = True) -> Bottlenecks:
     """Bottlenecks of every manifest image, from the cache when possible.
 
     ``network`` (images -> features; default :func:`backbones.bottleneck_network`: the

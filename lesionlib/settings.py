@@ -182,6 +182,12 @@ class Settings:
         return self.build_dir / "head"
 
     @property
+    def checkpoint_dir(self) -> Path:
+        """Training saved after every epoch, to resume after an interruption (notebook 03's
+        fine-tuning): safe to delete, slow to redo."""
+        return self.build_dir / "checkpoints"
+
+    @property
     def report_dir(self) -> Path:
         """The evaluation report: metrics.json and figures (notebook 04)."""
         return self.build_dir / "report"
