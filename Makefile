@@ -49,6 +49,10 @@ pins: $(VENV)/.installed
 
 course: $(VENV)/.installed
 	@mkdir -p $(BUILD)/notebooks
+	@: "notebook 05's web page runs the model with LiteRT.js, from npm (web/package-lock.json)"
+	@if [ ! -d web/node_modules ]; then \
+	  command -v npm >/dev/null && npm ci --prefix web --no-audit --no-fund --loglevel=error \
+	  || echo "== no LiteRT.js (needs Node.js's npm and internet once): notebook 05 writes no web page"; fi
 	@for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb"; \
 	  LESIONLIB_HOME=$(HOME_DIR) $(BIN)/jupyter nbconvert --to notebook --execute \

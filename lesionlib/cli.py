@@ -75,6 +75,24 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from . import page
+
+    folder = args.page or page.folder(load_settings())
+    server = page.server(folder, args.port)
+    host, port = server.server_address[:2]
+    print(f"Serving {folder} at http://{host}:{port}/ (only this computer can open it; Ctrl+C stops).\n"
+          "The page runs the model in your browser: an image you give it never leaves your computer.\n"
+          + DISCLAIMER, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def _pack(args: argparse.Namespace) -> int:
     from . import packs
 
@@ -133,6 +151,15 @@ def main(argv: list[str] | None = None) -> int:
                          help='one JSON object per image: {"image", "label", "probabilities"} '
                               'or {"image", "error"}')
     predict.set_defaults(run=_predict)
+    serve = commands.add_parser(
+        "serve", help="serve notebook 05's web page, which runs the model in the browser",
+        description="Serve build/page/ (written by notebook 05) on http://127.0.0.1: a static page "
+                    "that runs the exported TFLite model in the browser with LiteRT.js. Images "
+                    "given to it stay in the browser. " + DISCLAIMER)
+    serve.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free port")
+    serve.add_argument("--page", type=Path, default=None,
+                       help="the page's folder (default: build/page under LESIONLIB_HOME)")
+    serve.set_defaults(run=_serve)
     pack = commands.add_parser(
         "pack", help="put the data and the network into one zip for laptops without internet",
         description="Collect the images as notebook 01 does (download or import, check, choose), "

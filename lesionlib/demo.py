@@ -34,6 +34,10 @@ def prediction_figure(model: ExportedModel, data: bytes, name: str):
     left.set_title(name if len(name) <= 45 else name[:42] + "...", fontsize=9)
     left.axis("off")
     draw_occlusion(middle, pixels, heat, model.classes[top])
+    key = figure.colorbar(middle.images[-1], ax=middle, fraction=0.046, pad=0.03)
+    key.set_ticks([key.vmin, 0, key.vmax], labels=["raises", "no change", "lowers"])
+    key.ax.tick_params(labelsize=7)
+    key.set_label(f"hiding a patch … P({model.classes[top]})", fontsize=7)
     colours = ["tab:red" if label == "malignant" else "tab:gray" for label in model.classes]
     right.barh(model.classes, probabilities, color=colours)
     right.set_xlim(0, 1)
@@ -71,15 +75,25 @@ def _in_colab() -> bool:
     return "google.colab" in sys.modules
 
 
+NEEDS_KERNEL = ("The upload box below works only while this notebook runs (Jupyter, VS Code or "
+                "Colab, with its kernel started). In a saved or HTML copy it is empty or does "
+                "nothing: open the notebook and run it to try an image of your own.")
+
+
 def upload_demo(model: ExportedModel):
-    """An upload box; each uploaded image is shown with :func:`prediction_figure`."""
+    """An upload box; each uploaded image is shown with :func:`prediction_figure`. Above it, a
+    plain note (kept in saved and HTML copies, where widgets are dead) says it needs a kernel."""
     import ipywidgets as widgets
+    from IPython.display import HTML, display
 
     if _in_colab() and int(widgets.__version__.split(".")[0]) >= 8:
         from google.colab import output
 
         output.enable_custom_widget_manager()
-    upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload an image")
+    display(HTML(f"<p><i>{NEEDS_KERNEL}</i></p>"))
+    # the label needs about 170 pixels: the default width (148) cut it to "Upload an ima…"
+    upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload an image",
+                                layout=widgets.Layout(width="auto", min_width="200px", align_self="flex-start"))
     shown = widgets.Output()
 
     def show(_change) -> None:
@@ -92,7 +106,14 @@ def upload_demo(model: ExportedModel):
     note = widgets.HTML(f"<b>{DISCLAIMER}</b><br>Dermoscopic images only; the model has never "
                         "seen a phone photo of skin. On Colab, if nothing appears or the image "
                         "is over 1 MB, run <code>demo.colab_upload(model)</code> instead.")
-    return widgets.VBox([note, upload, shown])
+
+    class Demo(widgets.VBox):
+        """Where no kernel draws the box (a saved or HTML copy), its text says why."""
+
+        def __repr__(self) -> str:
+            return f"[The upload demo. {NEEDS_KERNEL}]"
+
+    return Demo([note, upload, shown])
 
 
 def colab_upload(model: ExportedModel) -> None:

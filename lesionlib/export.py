@@ -13,18 +13,21 @@ demo and the model card rely:
   by notebook 01; :func:`lesionlib.inference.model_bytes` does the same for any image file,
   and ``lesionlib predict`` and the demo use it. A server should too.
 * ``pixels`` takes network-sized images ``[N, s, s, 3]`` in [0, 1], already prepared as the
-  head's preprocessing says (``model.json``; e.g. centre square, 64 pixels and back, shades
-  of gray) and returns ``probabilities``; it is what TFLite gets, since TFLite has no image
-  decoder: a phone app decodes and prepares images with its own platform's API.
+  head's preprocessing says (``model.json``; e.g. centre square, 128 pixels and back) and
+  returns ``probabilities``: the float path a learner inspects (the demo's occlusion maps).
+* ``camera`` takes what a camera app has: one ``uint8`` RGB image ``[1, h, w, 3]`` of a fixed
+  size (the picture resized to it) and returns ``probabilities``; the preparation (centre
+  square, downscaling, colour constancy, scaling) is folded into it. TFLite has no image
+  decoder, so the TFLite files are converted from this signature: an app only resizes.
 
 :func:`write_model` writes the archive, ``labels.txt`` and ``model.json`` (format, classes,
 input size, preprocessing, disclaimer and the head's training record) into a new folder and
 swaps it in whole, so an interrupted export never leaves half a model. The model goes
-through Keras's own ``ExportArchive`` (what ``model.export`` uses). TFLite files are converted
-from the written SavedModel with ``TFLiteConverter.from_saved_model``: ``from_keras_model``
-prints hundreds of lines, and ``from_concrete_functions`` on a Keras 3 model has produced NaN
-outputs. :func:`save_tflite` keeps a converted file beside the SavedModel; :func:`convert_tflite`
-makes the variants of the table in notebook 05 (float32, float16, dynamic-range and full int8).
+through Keras's own ``ExportArchive`` (what ``model.export`` uses). Notebook 05 converts the
+``camera`` signature of the written SavedModel into the TFLite variants itself
+(``TFLiteConverter.from_saved_model``: ``from_keras_model`` prints hundreds of lines, and
+``from_concrete_functions`` on a Keras 3 model has produced NaN outputs); :func:`save_tflite`
+keeps each file beside the SavedModel.
 """
 
 from __future__ import annotations
@@ -33,8 +36,6 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
 from . import DISCLAIMER, LesionlibError, fsutil
 from .preprocessing import preprocessing_of
 from .taxonomy import CLASSES
@@ -42,16 +43,15 @@ from .tfutil import import_tensorflow, native_output_filtered
 
 FORMAT = 1
 RECORD = "model.json"  # how the model was made: backbone, preprocessing, head record
-SIGNATURES = ("serving_default", "pixels")  # the entry points every exported model has
+SIGNATURES = ("serving_default", "pixels", "camera")  # the entry points every exported model has
 PIXELS = "pixels"
-# Each variant and what it changes. Only full int8 needs representative images (to choose
-# the ranges of the activations).
+CAMERA = "camera"
+# The TFLite variants notebook 05 converts, and what each changes.
 TFLITE_VARIANTS = {
     "float32": "weights and arithmetic in float32: the SavedModel's numbers",
     "float16": "weights stored as float16 (half the size), computed in float32",
     "dynamic-int8": "weights stored as int8, activations quantised on the fly",
-    "int8": "weights and activations int8, ranges calibrated on training images; "
-            "takes and returns uint8",
+    "int8": "weights and activations int8, ranges calibrated on training images",
 }
 
 
@@ -59,10 +59,11 @@ class ModelError(LesionlibError):
     """A model folder that is missing or damaged; the message says how to make it again."""
 
 
-def _pixels_size(folder: Path) -> int:
-    """The square input size of a written SavedModel's ``pixels`` signature, read from its
-    ``saved_model.pb``; a clear error if a signature of the contract is missing or odd."""
-    import_tensorflow()
+def _input_shapes(folder: Path) -> tuple[int, list[int]]:
+    """The square input size of a written SavedModel's ``pixels`` signature and the
+    ``[height, width]`` of its ``camera`` signature, read from its ``saved_model.pb``; a clear
+    error if a signature of the contract is missing or odd."""
+    tf = import_tensorflow()
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved = saved_model_pb2.SavedModel()
@@ -73,13 +74,23 @@ def _pixels_size(folder: Path) -> int:
         raise ModelError(f"The exported model has no {' and no '.join(missing)} signature (it has "
                          f"{', '.join(sorted(signatures)) or 'none'}): add an endpoint of each name "
                          "to the ExportArchive, as notebook 05 does.")
-    inputs = list(signatures[PIXELS].inputs.values())
-    shape = [dim.size for dim in inputs[0].tensor_shape.dim] if len(inputs) == 1 else []
+
+    def shape_of(name: str) -> tuple[list[int], int]:
+        inputs = list(signatures[name].inputs.values())
+        shape = [dim.size for dim in inputs[0].tensor_shape.dim] if len(inputs) == 1 else []
+        return shape, (inputs[0].dtype if len(inputs) == 1 else 0)
+
+    shape, _ = shape_of(PIXELS)
     if len(shape) != 4 or shape[1] != shape[2] or shape[1] < 1 or shape[3] != 3 \
             or "probabilities" not in signatures[PIXELS].outputs:
         raise ModelError("The exported model's pixels signature must take one batch of square "
                          f"RGB images [N, s, s, 3] and return probabilities; it takes {shape}.")
-    return shape[1]
+    camera, dtype = shape_of(CAMERA)
+    if len(camera) != 4 or camera[0] != 1 or min(camera[1:3]) < 1 or camera[3] != 3 \
+            or dtype != tf.uint8.as_datatype_enum or "probabilities" not in signatures[CAMERA].outputs:
+        raise ModelError("The exported model's camera signature must take one uint8 RGB image "
+                         f"[1, height, width, 3] and return probabilities; it takes {camera}.")
+    return shape[1], camera[1:3]
 
 
 def write_model(archive, folder: Path, record: dict) -> Path:
@@ -100,10 +111,10 @@ def write_model(archive, folder: Path, record: dict) -> Path:
                 archive.write_out(str(temporary), verbose=False)
         finally:
             logger.setLevel(level)
-        size = _pixels_size(temporary)
+        size, camera = _input_shapes(temporary)
         fsutil.write_text_atomic(temporary / "labels.txt", "\n".join(CLASSES) + "\n")
         fsutil.write_json_atomic(temporary / RECORD, {
-            "format": FORMAT, "classes": list(CLASSES), "input_size": size,
+            "format": FORMAT, "classes": list(CLASSES), "input_size": size, "camera_input": camera,
             "preprocessing": asdict(preprocessing_of(record)), "disclaimer": DISCLAIMER,
             "training": record})
     return Path(folder)
@@ -136,30 +147,3 @@ def save_tflite(flatbuffer: bytes, folder: Path, variant: str) -> Path:
     with fsutil.atomic_path(target) as temporary:
         temporary.write_bytes(flatbuffer)
     return target
-
-
-def convert_tflite(folder: Path, variant: str, representative: np.ndarray | None = None) -> Path:
-    """Convert the exported SavedModel's ``pixels`` signature into ``model-<variant>.tflite``.
-
-    ``representative`` (network-sized training images in [0, 1]) is needed for ``int8`` only.
-    """
-    tf = import_tensorflow()
-    if variant not in TFLITE_VARIANTS:
-        raise ValueError(f"Unknown TFLite variant {variant!r}; choose one of {', '.join(TFLITE_VARIANTS)}.")
-    read_record(folder)
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(folder), signature_keys=[PIXELS])
-    if variant != "float32":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if variant == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if variant == "int8":
-        if representative is None or not len(representative):
-            raise ValueError("Full int8 needs representative images from the training part.")
-        converter.representative_dataset = lambda: ([image[np.newaxis].astype(np.float32)]
-                                                    for image in representative)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-        converter.inference_output_type = tf.uint8
-    with native_output_filtered():
-        flatbuffer = converter.convert()
-    return save_tflite(flatbuffer, folder, variant)

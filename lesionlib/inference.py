@@ -36,6 +36,7 @@ class ExportedModel:
         self.record = read_record(self.folder)
         self.classes: list[str] = list(self.record["classes"])
         self.input_size: int = int(self.record["input_size"])
+        self.camera_input: tuple[int, int] = tuple(self.record["camera_input"])  # (height, width)
         tf = import_tensorflow()
         try:
             self._loaded = tf.saved_model.load(str(self.folder))
@@ -60,10 +61,18 @@ class ExportedModel:
         by the same functions as inside the model."""
         return prepare(decode(encoded), self.input_size, preprocessing_of(self.record)).numpy()
 
-    def predict_pixels(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    def predict_pixels(self, pixels: np.ndarray, batch_size: int = 8) -> np.ndarray:
         """Class probabilities of network-sized images ``[N, s, s, 3]`` in [0, 1]."""
         tf = import_tensorflow()
         return self._batched(self._loaded.pixels, pixels, tf.float32, batch_size)
+
+    def predict_camera(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities of camera images ``[N, h, w, 3]`` (``uint8`` RGB, each resized to
+        :attr:`camera_input` as :func:`camera_image` does), through the ``camera`` signature."""
+        tf = import_tensorflow()
+        chunks = [self._loaded.camera(tf.constant(image[np.newaxis], dtype=tf.uint8))["probabilities"].numpy()
+                  for image in images]
+        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.classes)), np.float32)
 
     @property
     def size_bytes(self) -> int:
@@ -74,7 +83,8 @@ class ExportedModel:
 
 
 class TFLiteModel:
-    """One ``model-<variant>.tflite`` file run by LiteRT (``ai-edge-litert``), one image at a time.
+    """One ``model-<variant>.tflite`` file run by LiteRT (``ai-edge-litert``), one camera image
+    at a time (``uint8`` ``[h, w, 3]``, what the ``camera`` signature takes).
 
     ``tf.lite.Interpreter`` still works but warns on every construction that it will be
     deleted; LiteRT is its maintained successor, the same runtime phones use.
@@ -98,13 +108,14 @@ class TFLiteModel:
         """The size of the ``.tflite`` file: what an app ships."""
         return self.path.stat().st_size
 
-    def predict_one(self, pixels: np.ndarray) -> np.ndarray:
-        """Class probabilities of one network-sized image ``[s, s, 3]`` in [0, 1]."""
-        batch = pixels[np.newaxis].astype(np.float32)
-        if self._input["dtype"] != np.float32:  # full int8 takes quantised pixels
-            scale, zero = self._input["quantization"]
-            info = np.iinfo(self._input["dtype"])
-            batch = np.clip(np.round(batch / scale + zero), info.min, info.max).astype(self._input["dtype"])
+    @property
+    def output_quantization(self) -> tuple[float, int] | None:
+        """The output's ``(scale, zero_point)`` when it is quantised, else ``None``."""
+        return None if self._output["dtype"] == np.float32 else tuple(self._output["quantization"])
+
+    def predict_one(self, image: np.ndarray) -> np.ndarray:
+        """Class probabilities of one camera image ``[h, w, 3]`` (``uint8`` RGB)."""
+        batch = np.asarray(image)[np.newaxis].astype(self._input["dtype"])
         self._interpreter.set_tensor(self._input["index"], batch)
         self._interpreter.invoke()
         output = self._interpreter.get_tensor(self._output["index"])[0]
@@ -113,9 +124,26 @@ class TFLiteModel:
             output = (output.astype(np.float32) - zero) * scale
         return output
 
-    def predict(self, pixels: np.ndarray) -> np.ndarray:
-        """Class probabilities ``[N, classes]`` of images ``[N, s, s, 3]``, one at a time."""
-        return np.stack([self.predict_one(image) for image in pixels])
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities ``[N, classes]`` of camera images ``[N, h, w, 3]``, one at a time."""
+        return np.stack([self.predict_one(image) for image in images])
+
+
+def camera_image(data: bytes, height: int, width: int) -> np.ndarray:
+    """What a camera app gives the TFLite model for an image file's bytes: the upright RGB
+    picture (decoded as the SavedModel decodes it) cut around its centre to the shape
+    ``height`` x ``width``, so that it is not squeezed, and resized to it (antialiased);
+    ``uint8`` ``[height, width, 3]``. A picture of that size already is returned as decoded.
+    Raises ``ValueError`` as :func:`model_bytes` does."""
+    tf = import_tensorflow()
+    image = tf.io.decode_image(model_bytes(data, "image"), channels=3, expand_animations=False)
+    if tuple(image.shape[:2]) == (height, width):
+        return image.numpy()
+    scale = min(image.shape[0] / height, image.shape[1] / width)
+    crop_height, crop_width = round(height * scale), round(width * scale)
+    image = tf.image.resize_with_crop_or_pad(image, crop_height, crop_width)
+    resized = tf.image.resize(image, [height, width], antialias=True)
+    return tf.cast(tf.round(tf.clip_by_value(resized, 0, 255)), tf.uint8).numpy()
 
 
 def model_bytes(data: bytes, name: str | Path) -> bytes:
@@ -146,7 +174,10 @@ def read_image_file(path: str | Path, limit: int | None = None) -> bytes:
     never reads more than ``limit + 1`` bytes, even from a file that grows meanwhile."""
     limit = MAX_IMAGE_BYTES if limit is None else limit
     # O_NONBLOCK: opening a FIFO for reading returns at once instead of waiting for a writer.
-    handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    # Windows has neither FIFOs nor O_NONBLOCK, and needs O_BINARY.
+    nonblocking = getattr(os, "O_NONBLOCK", 0)
+    flags = os.O_RDONLY | nonblocking | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    handle = os.open(path, flags)
     size_error = ValueError(f"file too large (over {limit:,} bytes): give an image file of at most "
                             f"{limit >> 20} MB")
     try:
@@ -154,7 +185,8 @@ def read_image_file(path: str | Path, limit: int | None = None) -> bytes:
         if not stat.S_ISREG(mode):
             kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
             raise ValueError(f"not a regular file ({kind}): give an image file")
-        os.set_blocking(handle, True)
+        if nonblocking:
+            os.set_blocking(handle, True)
         if os.fstat(handle).st_size > limit:
             raise size_error
         file = os.fdopen(handle, "rb")
@@ -238,20 +270,40 @@ def latency_ms(run: Callable[[], object], repeats: int = 30, warmup: int = 3) ->
     return float(np.median(times) * 1000)
 
 
-def variants_table(model: ExportedModel, pixels: np.ndarray, variants: Iterable[str] = tuple(TFLITE_VARIANTS),
+def variants_table(model: ExportedModel, images: np.ndarray, variants: Iterable[str] = tuple(TFLITE_VARIANTS),
                    repeats: int = 30) -> pd.DataFrame:
     """The SavedModel and each TFLite variant: size, single-image latency, and against the
-    SavedModel's own probabilities for ``pixels``, top-1 agreement and the largest difference
-    of any probability."""
-    reference = model.predict_pixels(pixels)
+    SavedModel's own probabilities for the camera ``images`` (``uint8`` ``[N, h, w, 3]``),
+    top-1 agreement and the largest difference of any probability."""
+    reference = model.predict_camera(images)
     rows = [{"variant": "SavedModel", "size (MB)": model.size_bytes / 1e6,
-             "latency (ms)": latency_ms(lambda: model.predict_pixels(pixels[:1]), repeats),
+             "latency (ms)": latency_ms(lambda: model.predict_camera(images[:1]), repeats),
              "top-1 agreement": 1.0, "largest probability difference": 0.0}]
     for variant in variants:
         lite = TFLiteModel(model.folder, variant)
-        probabilities = lite.predict(pixels)
+        probabilities = lite.predict(images)
         rows.append({"variant": variant, "size (MB)": lite.size_bytes / 1e6,
-                     "latency (ms)": latency_ms(lambda lite=lite: lite.predict_one(pixels[0]), repeats),
+                     "latency (ms)": latency_ms(lambda lite=lite: lite.predict_one(images[0]), repeats),
                      "top-1 agreement": float((probabilities.argmax(1) == reference.argmax(1)).mean()),
                      "largest probability difference": float(np.abs(probabilities - reference).max())})
     return pd.DataFrame(rows).set_index("variant")
+
+
+def quantisation_errors(converter, pictures: np.ndarray) -> pd.DataFrame:
+    """TensorFlow's ``QuantizationDebugger`` for a full-int8 ``converter``, run on ``pictures``
+    (camera images): one row per quantised layer with ``rmse/scale``, the error the layer adds
+    in steps of its own int8 grid (rounding alone gives about 0.29), worst first."""
+    import warnings
+
+    tf = import_tensorflow()
+    dump = io.StringIO()
+    with warnings.catch_warnings(), native_output_filtered():
+        warnings.simplefilter("ignore")  # "tf.lite.Interpreter is deprecated", used inside
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=lambda: ([image[np.newaxis]] for image in pictures))
+        debugger.run()
+        debugger.layer_statistics_dump(dump)
+    layers = pd.read_csv(io.StringIO(dump.getvalue()))
+    layers["rmse/scale"] = np.sqrt(layers["mean_squared_error"]) / layers["scale"]
+    layers["layer"] = layers["tensor_name"].str.split(";").str[0]
+    return layers[["op_name", "layer", "rmse/scale"]].sort_values("rmse/scale", ascending=False)

@@ -44,6 +44,16 @@ def _head_words(head: dict) -> str:
     return f"dropout {head['dropout']}, L2 {head['l2']}, {balancing}"
 
 
+def input_contract(model_record: dict) -> str:
+    """The TFLite files' input and output in one line, from ``model.json``."""
+    height, width = model_record["camera_input"]
+    return (f"one uint8 RGB picture `[1, {height}, {width}, 3]` (height × width): resize the "
+            f"picture to {width}×{height} (cut around its centre first if its shape differs); "
+            "the model does the rest (centre square, downscaling, colour constancy, scaling). "
+            f"Output: float32 `[1, {len(model_record['classes'])}]`, the probabilities of "
+            f"{', '.join(model_record['classes'])} (`labels.txt`).")
+
+
 def check_report(record: dict, metrics: dict) -> None:
     """Refuse an evaluation report made for another head than the one of ``record`` (its
     ``training.json``, kept in an exported model's ``model.json`` as ``training``)."""
@@ -79,12 +89,13 @@ def render(model_record: dict, metrics: dict, manifest: pd.DataFrame,
         f"{model_record['input_size']}×{model_record['input_size']}), with a softmax head trained "
         f"on its features (\"bottleneck retraining\"): {_head_words(head)}, early stopping "
         f"(best epoch {training['best_epoch']}).",
-        "- Input: an encoded upright RGB image (JPEG, PNG, GIF or BMP): "
-        f"{preprocessing_of(model_record).describe()}. Output: one probability per class.",
-        "- Files: the SavedModel (`saved_model.pb`, `variables/`; signature `serving_default` takes "
-        "image bytes and prepares them itself; `pixels` takes images already prepared as above, "
-        "values in [0, 1]), `labels.txt`, `model.json`, and the TFLite variants below, which take "
-        "what `pixels` takes: an app must prepare its images the same way.",
+        f"- **Input contract of the TFLite files:** {input_contract(model_record)}",
+        "- The SavedModel (`saved_model.pb`, `variables/`) has three signatures: `serving_default` "
+        "takes encoded upright RGB images (JPEG, PNG, GIF or BMP bytes) and prepares them itself "
+        f"({preprocessing_of(model_record).describe()}); `camera` takes what the TFLite files "
+        "take; `pixels` takes images already prepared, values in [0, 1] (the float path, for "
+        "inspection). Beside it: `labels.txt` (the classes in output order), `model.json`, and "
+        "the TFLite variants below.",
         "",
         "## Data",
         f"- Source: `{training['data_source']}` ({training.get('profile')} profile), "
@@ -123,7 +134,9 @@ def render(model_record: dict, metrics: dict, manifest: pd.DataFrame,
     lines.append("- Intervals come from resampling test lesions 1,000 times (notebook 04).")
     if tflite is not None and len(tflite):
         lines += ["", "## TFLite variants (against the SavedModel, on the test part)", "",
-                  markdown_table(tflite.round(4))]
+                  markdown_table(tflite.round(4)), "",
+                  "Full int8 is post-training quantisation; where its agreement is low, ship the "
+                  "smallest variant that agrees (notebook 05 says which and why)."]
     lines += [
         "",
         "## Intended use",

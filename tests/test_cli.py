@@ -124,3 +124,34 @@ def test_a_file_that_grows_past_the_cap_while_read_is_refused(tmp_path, monkeypa
     with pytest.raises(ValueError, match="file too large"):
         inference.read_image_file(growing, limit=9)
     assert inference.read_image_file(growing, limit=10) == b"x" * 10
+
+
+def test_serve_serves_the_page_folder_on_localhost_only(tmp_path):
+    """``lesionlib serve`` in its own process: it prints its address, serves the page's files
+    (WebAssembly with its type, nothing cached) and refuses a folder without a page."""
+    import json
+    import urllib.request
+
+    folder = tmp_path / "page"
+    folder.mkdir()
+    (folder / "page.json").write_text(json.dumps({"model": "model-float16.tflite"}))
+    (folder / "runtime.wasm").write_bytes(b"\0asm")
+    server = subprocess.Popen([sys.executable, "-m", "lesionlib", "serve", "--port", "0", "--page", str(folder)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = server.stdout.readline()
+        assert first.startswith(f"Serving {folder} at http://127.0.0.1:")
+        address = first.split(" at ")[1].split()[0]
+        with urllib.request.urlopen(address + "page.json", timeout=30) as response:
+            assert json.load(response) == {"model": "model-float16.tflite"}
+        with urllib.request.urlopen(address + "runtime.wasm", timeout=30) as response:
+            assert response.headers["Content-Type"] == "application/wasm"
+            assert response.headers["Cache-Control"] == "no-store"
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+    refused = subprocess.run([sys.executable, "-m", "lesionlib", "serve", "--page", str(tmp_path / "none")],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2
+    assert "holds no page" in refused.stderr and "Run notebook 05" in refused.stderr
+    assert "Traceback" not in refused.stderr

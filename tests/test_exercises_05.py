@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from lesionlib import export, inference
 from lesionlib.exercises import NotRight, n05
 from lesionlib.taxonomy import CLASSES
-from tests.test_export import _record, export_like_notebook_05
+from tests.test_export import CAMERA, _record, convert_like_notebook_05, export_like_notebook_05
 
 RIGHT = "✓ Right."
 UNANSWERED = "Not answered yet"
@@ -86,17 +87,24 @@ def test_label_at_rejects_wrong_answers(probabilities, answer, hint):
 # Exercises 2 and 3: the exported model and its TFLite files
 
 @pytest.fixture(scope="module")
-def model_folder(trained_smoke, tmp_path_factory) -> tuple[Path, np.ndarray]:
+def exported_folder(trained_smoke, tmp_path_factory) -> tuple[Path, np.ndarray, list[Path]]:
     """The smoke head exported as notebook 05 exports it, with float32 and int8 TFLite files;
-    and prepared test images."""
+    prepared test images (exercise 2) and test files (exercise 3)."""
     settings, manifest, backbone, _, part, head = trained_smoke
     folder = tmp_path_factory.mktemp("exercises") / "model"
     export_like_notebook_05(backbone, head.model, folder, _record(settings, manifest, part, backbone))
     model = inference.ExportedModel(folder)
-    pixels = np.stack([model.pixels_of(Path(path).read_bytes()) for path in manifest["path"]])
-    export.convert_tflite(folder, "float32")
-    export.convert_tflite(folder, "int8", pixels[:30])
-    return folder, pixels[30:50]
+    paths = [Path(path) for path in manifest["path"]]
+    pixels = np.stack([model.pixels_of(path.read_bytes()) for path in paths[30:50]])
+    convert_like_notebook_05(folder, "float32")
+    convert_like_notebook_05(folder, "int8",
+                             np.stack([inference.camera_image(p.read_bytes(), *CAMERA) for p in paths[:30]]))
+    return folder, pixels, paths[30:50]
+
+
+@pytest.fixture(scope="module")
+def model_folder(exported_folder) -> tuple[Path, np.ndarray]:
+    return exported_folder[:2]
 
 
 def _converted(folder: Path, **settings) -> bytes:
@@ -154,7 +162,7 @@ def test_float16_model_rejects_wrong_answers(model_folder):
     with pytest.raises(NotRight, match="the converter itself"):
         n05.float16_model(tf.lite.TFLiteConverter.from_saved_model(str(folder), signature_keys=["pixels"]),
                           folder, pixels)
-    with pytest.raises(NotRight, match="takes uint8 images"):
+    with pytest.raises(NotRight, match="not `camera`"):
         n05.float16_model(export.tflite_path(folder, "int8").read_bytes(), folder, pixels)
     with pytest.raises(NotRight, match="cannot load"):
         n05.float16_model(b"not a model", folder, pixels)
@@ -162,95 +170,65 @@ def test_float16_model_rejects_wrong_answers(model_folder):
         n05.float16_model(str(export.tflite_path(folder, "float32")), folder, pixels)
 
 
-def right_int8_probabilities(interpreter, pixels):
+def right_app_probabilities(interpreter, path):
     given, returned = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    scale, zero_point = given["quantization"]
-    quantised = np.clip(np.round(pixels / scale + zero_point), 0, 255).astype(np.uint8)
-    interpreter.set_tensor(given["index"], quantised[np.newaxis])
+    _, height, width, _ = given["shape"]
+    picture = Image.open(path).convert("RGB").resize((width, height))
+    interpreter.set_tensor(given["index"], np.asarray(picture, dtype=np.uint8)[np.newaxis])
     interpreter.invoke()
-    scale, zero_point = returned["quantization"]
-    return (interpreter.get_tensor(returned["index"])[0].astype(np.float32) - zero_point) * scale
+    return interpreter.get_tensor(returned["index"])[0]
 
 
-def test_int8_probabilities_passes_a_right_answer(model_folder, capsys):
-    folder, pixels = model_folder
-    n05.int8_probabilities(right_int8_probabilities, folder, pixels)
+def test_app_probabilities_passes_a_right_answer(exported_folder, capsys):
+    folder, _, paths = exported_folder
+    n05.app_probabilities(right_app_probabilities, folder, paths)
     out = capsys.readouterr().out
-    assert out.startswith(RIGHT) and "float32 model's by up to" in out and "not a diagnosis" in out
+    assert out.startswith(RIGHT) and f"resize to {CAMERA[1]}×{CAMERA[0]}" in out and "not a diagnosis" in out
 
 
-def test_int8_probabilities_says_a_placeholder_is_unanswered(model_folder, capsys):
-    folder, pixels = model_folder
-    n05.int8_probabilities(placeholder, folder, pixels)
+def test_app_probabilities_says_a_placeholder_is_unanswered(exported_folder, capsys):
+    folder, _, paths = exported_folder
+    n05.app_probabilities(placeholder, folder, paths)
     assert UNANSWERED in capsys.readouterr().out
 
 
-def _without_dequantising(interpreter, pixels):
+def _run(interpreter, batch):
     given, returned = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    scale, zero_point = given["quantization"]
-    interpreter.set_tensor(given["index"], np.round(pixels / scale + zero_point).astype(np.uint8)[np.newaxis])
+    interpreter.set_tensor(given["index"], batch)
     interpreter.invoke()
-    return interpreter.get_tensor(returned["index"])[0]
+    return interpreter.get_tensor(returned["index"])
 
 
-def _without_quantising(interpreter, pixels):
-    given, returned = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    interpreter.set_tensor(given["index"], pixels.astype(np.uint8)[np.newaxis])
-    interpreter.invoke()
-    scale, zero_point = returned["quantization"]
-    return (interpreter.get_tensor(returned["index"])[0].astype(np.float32) - zero_point) * scale
+def _as_floats(interpreter, path):
+    _, height, width, _ = interpreter.get_input_details()[0]["shape"]
+    picture = Image.open(path).convert("RGB").resize((width, height))
+    return _run(interpreter, np.asarray(picture, dtype=np.float32)[np.newaxis] / 255)[0]
 
 
-def _float_input(interpreter, pixels):
-    given, returned = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    interpreter.set_tensor(given["index"], pixels[np.newaxis])
-    interpreter.invoke()
-    return interpreter.get_tensor(returned["index"])[0]
+def _height_and_width_swapped(interpreter, path):
+    _, height, width, _ = interpreter.get_input_details()[0]["shape"]
+    picture = Image.open(path).convert("RGB").resize((height, width))
+    return _run(interpreter, np.asarray(picture, dtype=np.uint8)[np.newaxis])[0]
 
 
-def _truncating(interpreter, pixels):
-    given, returned = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    scale, zero_point = given["quantization"]
-    interpreter.set_tensor(given["index"], (pixels / scale + zero_point).astype(np.uint8)[np.newaxis])
-    interpreter.invoke()
-    scale, zero_point = returned["quantization"]
-    return (interpreter.get_tensor(returned["index"])[0].astype(np.float32) - zero_point) * scale
-
-
-def _times_255(interpreter, pixels):
-    given, returned = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    interpreter.set_tensor(given["index"], np.round(pixels * 255).astype(np.uint8)[np.newaxis])
-    interpreter.invoke()
-    scale, zero_point = returned["quantization"]
-    return (interpreter.get_tensor(returned["index"])[0].astype(np.float32) - zero_point) * scale
-
-
-def _divided_by_255(interpreter, pixels):
-    given, returned = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    scale, zero_point = given["quantization"]
-    interpreter.set_tensor(given["index"], np.round(pixels / scale + zero_point).astype(np.uint8)[np.newaxis])
-    interpreter.invoke()
-    return interpreter.get_tensor(returned["index"])[0] / 255
+def _not_resized(interpreter, path):
+    return _run(interpreter, np.asarray(Image.open(path).convert("RGB"), dtype=np.uint8)[np.newaxis])[0]
 
 
 @pytest.mark.parametrize("answer, hint", [
-    (_without_dequantising, "still quantised"),
-    (_truncating, "round the quantised pixels"),
-    (_times_255, "not the image quantised"),
-    (_divided_by_255, "read the output back"),
-    (_without_quantising, "unscaled"),
-    (lambda interpreter, pixels: right_int8_probabilities(interpreter, pixels)[np.newaxis], "batch of one"),
-    (_float_input, "raised ValueError"),
-    (lambda interpreter, pixels: "benign", "a str"),
+    (_as_floats, "as uint8"),
+    (_height_and_width_swapped, "takes \\(width, height\\)"),
+    (_not_resized, "takes \\(width, height\\)"),
+    (lambda interpreter, path: right_app_probabilities(interpreter, path)[np.newaxis], "batch of one"),
+    (lambda interpreter, path: "benign", "a str"),
 ])
-def test_int8_probabilities_rejects_wrong_answers(model_folder, answer, hint):
-    folder, pixels = model_folder
+def test_app_probabilities_rejects_wrong_answers(exported_folder, answer, hint):
+    folder, _, paths = exported_folder
     with pytest.raises(NotRight, match=hint):
-        n05.int8_probabilities(answer, folder, pixels)
+        n05.app_probabilities(answer, folder, paths)
 
 
-def test_int8_probabilities_names_a_missing_file(tmp_path, model_folder):
-    _, pixels = model_folder
+def test_app_probabilities_names_a_missing_file(tmp_path, exported_folder):
+    _, _, paths = exported_folder
     with pytest.raises(NotRight, match="model-int8.tflite is missing"):
-        n05.int8_probabilities(right_int8_probabilities, tmp_path, pixels)
-
+        n05.app_probabilities(right_app_probabilities, tmp_path, paths)

@@ -29,16 +29,45 @@ from tests.conftest import SHARED
 MOBILENET = SHARED / "weights" / "tfhub" / "mobilenet_v2_100_224_feature_vector"
 
 
-def export_like_notebook_05(backbone, head, folder: Path, record: dict, *, pixels: bool = True) -> Path:
+CAMERA = (36, 48)  # the camera size of the tests' models: (height, width), not square
+
+
+def camera_maps(size: int, preprocessing, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Notebook 05's folding: the crop and resizes of ``prepare`` for a ``height`` x ``width``
+    image as two matrices, measured on one-hot rows and columns."""
+    import tensorflow as tf
+
+    geometry = dataclasses.replace(preprocessing, colour="none")
+
+    def measured(length: int, axis: int) -> np.ndarray:
+        shape = [height, width, 3]
+        shape[axis] = 1
+        columns = []
+        for index in range(length):
+            probe = np.zeros((height, width, 3), np.float32)
+            probe[(slice(None),) * axis + (index,)] = 1
+            prepared = prepare(tf.constant(probe), size, geometry).numpy()
+            columns.append(prepared[:, 0, 0] if axis == 0 else prepared[0, :, 0])
+        return np.stack(columns, axis=1)
+
+    return measured(height, 0), measured(width, 1)
+
+
+def export_like_notebook_05(backbone, head, folder: Path, record: dict, *, pixels: bool = True,
+                            camera: tuple[int, int] = CAMERA) -> Path:
     """Notebook 05's export: the serving function (bytes -> decode -> prepare -> backbone ->
-    head), an ExportArchive with its two endpoints, written by :func:`export.write_model`.
+    head), the camera function (uint8 image -> the same preparation, folded -> backbone -> head),
+    an ExportArchive with its three endpoints, written by :func:`export.write_model`.
     ``pixels=False`` leaves the ``pixels`` endpoint out, as a learner's slip might."""
     import keras
     import tensorflow as tf
 
+    from lesionlib.preprocessing import shades_of_gray
+
     size = backbone.spec.input_size
     preprocessing = preprocessing_of(record)
     classes = tf.constant(CLASSES)
+    rows, columns = (tf.constant(m) for m in camera_maps(size, preprocessing, *camera))
 
     def probabilities_of(images):
         return head(backbone.model(images), training=False)
@@ -50,6 +79,12 @@ def export_like_notebook_05(backbone, head, folder: Path, record: dict, *, pixel
         return {"probabilities": probabilities, "label": tf.gather(classes, tf.argmax(probabilities, axis=1)),
                 "classes": tf.broadcast_to(classes, tf.shape(probabilities))}
 
+    def from_camera(image):
+        prepared = tf.einsum("yh,hwc,xw->yxc", rows, tf.cast(image[0], tf.float32) / 255.0, columns)
+        if preprocessing.colour == "shades_of_gray":
+            prepared = shades_of_gray(prepared)
+        return {"probabilities": probabilities_of(prepared[tf.newaxis])}
+
     archive = keras.export.ExportArchive()
     archive.track(head)
     archive.track(backbone.model)
@@ -57,7 +92,28 @@ def export_like_notebook_05(backbone, head, folder: Path, record: dict, *, pixel
     if pixels:
         archive.add_endpoint("pixels", lambda images: {"probabilities": probabilities_of(images)},
                              input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+    archive.add_endpoint("camera", from_camera, input_signature=[tf.TensorSpec([1, *camera, 3], tf.uint8)])
     return export.write_model(archive, folder, record)
+
+
+def convert_like_notebook_05(folder: Path, variant: str, representative: np.ndarray | None = None) -> Path:
+    """Notebook 05's TFLite conversion of the ``camera`` signature; ``representative``: uint8
+    camera images, for full int8."""
+    import tensorflow as tf
+
+    from lesionlib.tfutil import native_output_filtered
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(folder), signature_keys=["camera"])
+    if variant != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if variant == "int8":
+        converter.representative_dataset = lambda: ([image[np.newaxis]] for image in representative)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+    with native_output_filtered():
+        return export.save_tflite(converter.convert(), folder, variant)
 
 
 def _record(settings, manifest, part, backbone) -> dict:
@@ -100,7 +156,7 @@ def test_the_exported_model_predicts_what_the_backbone_and_head_predict(trained_
     served = exported.predict_bytes([Path(p).read_bytes() for p in paths], batch_size=7)
     expected = training.probabilities(head, bottlenecks.features[bottlenecks.index.get_indexer(paths.index)])
     assert served.shape == (20, len(CLASSES))
-    np.testing.assert_allclose(served, expected, atol=1e-6)
+    np.testing.assert_allclose(served, expected, atol=1e-5)  # float32 sums in other batch shapes
     pixels = np.stack([exported.pixels_of(Path(p).read_bytes()) for p in paths])
     np.testing.assert_allclose(exported.predict_pixels(pixels), served, atol=1e-6)
 
@@ -296,35 +352,70 @@ def test_predict_without_a_model_is_one_clear_line(tmp_path, odd_files):
     assert "holds no exported model" in result.stderr and "Traceback" not in result.stderr
 
 
+def _pictures(manifest, start: int, stop: int) -> np.ndarray:
+    return np.stack([inference.camera_image(Path(p).read_bytes(), *CAMERA) for p in manifest["path"].iloc[start:stop]])
+
+
 @pytest.fixture(scope="module")
 def converted(exported, trained_smoke):
     _, manifest, *_ = trained_smoke
-    representative = np.stack([exported.pixels_of(Path(p).read_bytes()) for p in manifest["path"].iloc[:30]])
+    representative = _pictures(manifest, 0, 30)
     for variant in export.TFLITE_VARIANTS:
-        export.convert_tflite(exported.folder, variant, representative)
+        convert_like_notebook_05(exported.folder, variant, representative)
     return exported
 
 
-def test_every_tflite_variant_is_written_and_runs(converted, trained_smoke):
+def test_every_tflite_variant_takes_a_camera_picture_and_runs(converted, trained_smoke):
     _, manifest, *_ = trained_smoke
-    pixels = np.stack([converted.pixels_of(Path(p).read_bytes()) for p in manifest["path"].iloc[30:40]])
-    table = inference.variants_table(converted, pixels, repeats=2)
+    pictures = _pictures(manifest, 30, 40)
+    table = inference.variants_table(converted, pictures, repeats=2)
     assert list(table.index) == ["SavedModel", *export.TFLITE_VARIANTS]
     assert (table["size (MB)"] > 0).all() and (table["latency (ms)"] > 0).all()
     assert table.loc["float32", "largest probability difference"] < 1e-4
     assert table.loc["float32", "top-1 agreement"] == 1.0
     assert table.loc["float16", "largest probability difference"] < 0.01
-    full = inference.TFLiteModel(converted.folder, "int8")
-    assert full._input["dtype"] == np.uint8 and full._output["dtype"] == np.uint8
-    probabilities = full.predict(pixels)
-    assert probabilities.shape == (10, len(CLASSES)) and np.all((probabilities >= 0) & (probabilities <= 1))
+    for variant in export.TFLITE_VARIANTS:
+        lite = inference.TFLiteModel(converted.folder, variant)
+        assert lite._input["dtype"] == np.uint8 and list(lite._input["shape"]) == [1, *CAMERA, 3]
+        assert lite.output_quantization is None  # probabilities come out as float32
+        probabilities = lite.predict(pictures)
+        assert probabilities.shape == (10, len(CLASSES)) and np.allclose(probabilities.sum(1), 1, atol=0.02)
 
 
-def test_full_int8_needs_representative_images_and_variants_are_checked(exported):
-    with pytest.raises(ValueError, match="representative"):
-        export.convert_tflite(exported.folder, "int8")
-    with pytest.raises(ValueError, match="float16"):
-        export.convert_tflite(exported.folder, "int4")
+@pytest.mark.parametrize("preprocessing", [
+    Preprocessing(crop=True, resolution=16, colour="shades_of_gray"),
+    Preprocessing(crop=True, resolution=None, method="area", antialias=False),
+])
+def test_the_camera_signature_prepares_as_serving_does(trained_smoke, saved_head, tmp_path, preprocessing):
+    """The preparation folded into two matrices (and colour constancy) gives what ``prepare``
+    gives: a picture of the camera size answers as its file does."""
+    _, manifest, backbone, *_ = trained_smoke
+    head, record = saved_head
+    record = {**record, "preprocessing": dataclasses.asdict(preprocessing)}
+    model = inference.ExportedModel(export_like_notebook_05(backbone, head, tmp_path / "model", record))
+    assert model.camera_input == CAMERA and model.record["camera_input"] == list(CAMERA)
+    pictures = _pictures(manifest, 0, 6)
+    files = []
+    for picture in pictures:
+        out = io.BytesIO()
+        Image.fromarray(picture).save(out, "PNG")
+        files.append(out.getvalue())
+    np.testing.assert_allclose(model.predict_camera(pictures), model.predict_bytes(files), atol=1e-5)
+
+
+def test_camera_image_cuts_to_the_shape_then_resizes(tmp_path):
+    noise = np.random.default_rng(0)
+    wide = noise.integers(0, 60, (60, 200, 3)).astype(np.uint8)
+    wide[:, 70:130] = noise.integers(200, 256, (60, 60, 3))  # a bright centre band
+    out = io.BytesIO()
+    Image.fromarray(wide).save(out, "PNG")
+    picture = inference.camera_image(out.getvalue(), 30, 40)
+    assert picture.shape == (30, 40, 3) and picture.dtype == np.uint8
+    # cut to 4:3 around the centre (columns 60 to 140), the band spans columns 5 to 35; a
+    # squeezed picture would have it at 14 to 26 only
+    assert picture[:, :3].max() < 100 and picture[:, 7:12].min() > 150
+    with pytest.raises(ValueError, match="not an image"):
+        inference.camera_image(b"a shopping list", 30, 40)
 
 
 def test_a_converted_model_is_kept_beside_the_savedmodel_only(exported, tmp_path):
@@ -372,11 +463,11 @@ def test_a_real_mobilenet_export_is_self_contained_and_converts(tmp_path, ham100
     model = inference.ExportedModel(folder)
     assert model.size_bytes > 8e6  # MobileNet V2's 3.5 million weights are inside
     assert model.input_size == 224
-    pixels = np.stack([model.pixels_of(p.read_bytes()) for p in paths])
-    export.convert_tflite(folder, "float32")
-    export.convert_tflite(folder, "float16")
-    export.convert_tflite(folder, "int8", pixels[:16])
-    table = inference.variants_table(model, pixels[16:], ["float32", "float16", "int8"], repeats=2)
+    pictures = np.stack([inference.camera_image(p.read_bytes(), *CAMERA) for p in paths])
+    convert_like_notebook_05(folder, "float32")
+    convert_like_notebook_05(folder, "float16")
+    convert_like_notebook_05(folder, "int8", pictures[:16])
+    table = inference.variants_table(model, pictures[16:], ["float32", "float16", "int8"], repeats=2)
     assert table.loc["float32", "largest probability difference"] < 1e-4
     # float16 features, standardised by the head, move its probabilities by a few hundredths
     assert table.loc["float16", "largest probability difference"] < 0.1
@@ -402,8 +493,7 @@ def _metrics(record: dict) -> dict:
 
 def test_the_model_card_is_written_from_the_run(converted, trained_smoke):
     _, manifest, *_ = trained_smoke
-    pixels = np.stack([converted.pixels_of(Path(manifest["path"].iloc[0]).read_bytes())])
-    table = inference.variants_table(converted, pixels, repeats=1)
+    table = inference.variants_table(converted, _pictures(manifest, 0, 1), repeats=1)
     metrics = _metrics(converted.record["training"])
     card = modelcard.write(converted.folder, metrics, manifest, table).read_text()
     assert DISCLAIMER in card
@@ -411,6 +501,7 @@ def test_the_model_card_is_written_from_the_run(converted, trained_smoke):
     assert "indeterminate: sensitivity not measured" in card
     assert "Dermoscopic images only" in card and "Fitzpatrick" in card
     assert "| int8 |" in card
+    assert f"one uint8 RGB picture `[1, {CAMERA[0]}, {CAMERA[1]}, 3]`" in card and "`labels.txt`" in card
     for label in CLASSES:
         assert f"{label} {int((manifest['label'] == label).sum())}" in card
 
@@ -450,8 +541,13 @@ def test_the_demo_figure_and_the_upload_box(exported, odd_files, capsys):
 
     figure = demo.prediction_figure(exported, odd_files["png"].read_bytes(), odd_files["png"].name)
     assert figure._suptitle.get_text() == DISCLAIMER
+    key = figure.axes[-1]  # the occlusion map's colour key
+    assert [t.get_text() for t in key.get_yticklabels()] == ["raises", "no change", "lowers"]
+    assert "hiding a patch" in key.get_ylabel()
     box = demo.upload_demo(exported)
+    assert demo.NEEDS_KERNEL in repr(box)  # what a saved copy shows where the widget is dead
     upload = next(child for child in box.children if isinstance(child, ipywidgets.FileUpload))
+    assert (upload.layout.width, upload.layout.min_width, upload.layout.align_self) == ("auto", "200px", "flex-start")
     _upload(upload, "notes.txt", b"not an image")
     assert "notes.txt: not predicted: not an image" in capsys.readouterr().out
     assert DISCLAIMER in box.children[0].value

@@ -120,11 +120,23 @@ def _run(interpreter, batch: np.ndarray) -> np.ndarray:
     return interpreter.get_tensor(returned["index"]).copy()
 
 
+def _float16_of_pixels(folder: Path) -> bytes:
+    """The right answer of exercise 2: the ``pixels`` signature converted with float16 weights."""
+    from ..tfutil import import_tensorflow, native_output_filtered
+
+    tf = import_tensorflow()
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(folder), signature_keys=["pixels"])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+    with native_output_filtered():
+        return converter.convert()
+
+
 def float16_model(answer: Any, folder: Path, pixels: np.ndarray) -> None:
-    """Exercise 2: ``answer`` is the exported model's ``pixels`` signature converted to TFLite
-    with float16 weights (``converter.convert()``'s bytes). Loaded with LiteRT, its weights must
-    be float16 and its answers for ``pixels`` those of a float16 conversion of the SavedModel in
-    ``folder`` (``model-float16.tflite``, made by the notebook's table, or converted here)."""
+    """Exercise 2: ``answer`` is the exported model's ``pixels`` signature (the float path)
+    converted to TFLite with float16 weights (``converter.convert()``'s bytes). Loaded with
+    LiteRT, its weights must be float16 and its answers for ``pixels`` those of a float16
+    conversion of the SavedModel in ``folder``, made here."""
     if unanswered(answer):
         return
     require(not hasattr(answer, "convert"),
@@ -137,19 +149,18 @@ def float16_model(answer: Any, folder: Path, pixels: np.ndarray) -> None:
     except (ValueError, RuntimeError) as error:
         raise NotRight(f"LiteRT cannot load your bytes as a model ({error}): keep exactly what "
                        "`converter.convert()` returns.") from None
-    from ..export import convert_tflite
     from ..inference import ExportedModel
 
     saved = ExportedModel(folder)
     given = interpreter.get_input_details()[0]
     size = saved.input_size
+    require(list(given["shape"][1:]) == [size, size, 3],
+            f"Your model takes {list(given['shape'])}; convert the SavedModel's `pixels` signature "
+            f"(images [N, {size}, {size}, 3]), not `camera`.")
     require(given["dtype"] == np.float32,
             f"Your model takes {np.dtype(given['dtype']).name} images: that is full integer "
             "quantisation. For float16 only the stored weights change; leave the input and "
             "output types as they are.")
-    require(list(given["shape"][1:]) == [size, size, 3],
-            f"Your model takes {list(given['shape'])}; convert the SavedModel's `pixels` signature "
-            f"(images [N, {size}, {size}, 3]).")
     kinds = Counter(np.dtype(detail["dtype"]).name for detail in interpreter.get_tensor_details())
     if not kinds["float16"]:
         require(not kinds["int8"],
@@ -166,10 +177,7 @@ def float16_model(answer: Any, folder: Path, pixels: np.ndarray) -> None:
                 f"Your file is {len(answer) / 1e6:.1f} MB, the float32 one {float32_size / 1e6:.1f} "
                 "MB: with every weight in float16 it should be about half. Store all weights as "
                 "float16, with nothing else changed.")
-    right_file = tflite_path(folder, "float16")
-    if not right_file.is_file():
-        convert_tflite(folder, "float16")
-    right_model = _interpreter(model_path=right_file)
+    right_model = _interpreter(model_content=_float16_of_pixels(folder))
     images = np.asarray(pixels, dtype=np.float32)[:CHECKED_IMAGES]
     mine = np.stack([_run(interpreter, image[np.newaxis])[0] for image in images])
     right = np.stack([_run(right_model, image[np.newaxis])[0] for image in images])
@@ -187,20 +195,9 @@ def float16_model(answer: Any, folder: Path, pixels: np.ndarray) -> None:
            f"the SavedModel's by at most {difference:.2g}.")
 
 
-def _quantised(pixels: np.ndarray, detail: dict) -> np.ndarray:
-    scale, zero_point = detail["quantization"]
-    info = np.iinfo(detail["dtype"])
-    return np.clip(np.round(pixels / scale + zero_point), info.min, info.max).astype(detail["dtype"])
-
-
-def _dequantised(output: np.ndarray, detail: dict) -> np.ndarray:
-    scale, zero_point = detail["quantization"]
-    return (output.astype(np.float32) - zero_point) * scale
-
-
 class _Watched:
     """An interpreter that remembers what was last given to its input: the check's hints
-    look at the learner's quantised pixels, not only at the answer."""
+    look at the learner's picture, not only at the answer."""
 
     def __init__(self, interpreter) -> None:
         self._interpreter = interpreter
@@ -215,74 +212,63 @@ class _Watched:
         return getattr(self._interpreter, name)
 
 
-def int8_probabilities(function: Callable[[Any, np.ndarray], Any], folder: Path, pixels: np.ndarray) -> None:
-    """Exercise 3: ``function(interpreter, image)`` runs the full int8 model
-    (``model-int8.tflite`` in ``folder``) on one prepared image ``[s, s, 3]`` in [0, 1] and
-    returns its class probabilities ``[3]``: the input quantised, the output read back."""
+def app_probabilities(function: Callable[[Any, Path], Any], folder: Path, paths: list[Path]) -> None:
+    """Exercise 3: ``function(interpreter, path)`` does what an app does with the full int8
+    model (``model-int8.tflite`` in ``folder``): opens the image file, resizes it to the
+    input's size, runs the interpreter on it as ``uint8`` and returns the three probabilities."""
+    from PIL import Image
+
     path = tflite_path(folder, "int8")
     if not path.is_file():
         raise NotRight(f"{path} is missing: run the notebook's TFLite cells above first.")
-    images = list(np.asarray(pixels, dtype=np.float32)[:CHECKED_IMAGES])
+    paths = [Path(p) for p in paths][:CHECKED_IMAGES]
     watched = _Watched(_interpreter(model_path=path))
-    inputs: list[np.ndarray | None] = []
+    given = watched.get_input_details()[0]
+    _, height, width, _ = (int(n) for n in given["shape"])
 
-    def call(image: np.ndarray) -> Any:
+    def call(image_path: Path) -> Any:
         watched.given = None
-        result = function(watched, image.copy())
-        inputs.append(watched.given)
-        return result
+        try:
+            return function(watched, image_path)
+        except ValueError as error:
+            text = str(error)
+            require("type" not in text.lower() or "uint8" not in text.lower(),
+                    f"The interpreter refused your picture ({text.strip()}): give it the pixels as "
+                    "uint8, e.g. np.asarray(picture, dtype=np.uint8).")
+            require("dimension" not in text.lower() and "shape" not in text.lower(),
+                    f"The interpreter refused your picture ({text.strip()}): it takes "
+                    f"[1, {height}, {width}, 3]. Pillow's resize takes (width, height), and the "
+                    "interpreter wants a batch of one (np.newaxis in front).")
+            raise
 
-    results = results_of(call if callable(function) else function, images, "int8_probabilities",
-                         lambda image: "a test image")
+    results = results_of(call if callable(function) else function, paths, "app_probabilities",
+                         lambda image_path: image_path.name)
     if results is None:
         return
-    checker = _interpreter(model_path=path)  # the check's own, for the right answers
-    given, returned = checker.get_input_details()[0], checker.get_output_details()[0]
-    float32 = tflite_path(folder, "float32")
-    reference = _interpreter(model_path=float32) if float32.is_file() else None
-    differences, agreements = [], []
-    for image, mine, mine_input in zip(images, results, inputs):
-        right_input = _quantised(image, given)[np.newaxis]
-        right = _dequantised(_run(checker, right_input)[0], returned)
+    right_model = _interpreter(model_path=path)  # the check's own, for the right answers
+    for image_path, mine in zip(paths, results):
+        with Image.open(image_path) as opened:
+            picture = np.asarray(opened.convert("RGB").resize((width, height)), dtype=np.uint8)
+        right = _run(right_model, picture[np.newaxis])[0]
         try:
             mine = np.asarray(mine, dtype=np.float32)
         except (TypeError, ValueError):
-            raise NotRight(f"Your function returns a {type(mine).__name__}; return the image's "
+            raise NotRight(f"Your function returns a {type(mine).__name__}; return the picture's "
                            "class probabilities, a numpy array of 3 numbers.") from None
         require(mine.shape != (1, len(CLASSES)),
                 "Your function returns a batch of one, shape (1, 3): return the probabilities of "
-                "the one image, shape (3,) (row 0 of the output).")
+                "the one picture, shape (3,) (row 0 of the output).")
         require(mine.shape == right.shape,
-                f"Your function returns an array of shape {mine.shape}; return the image's "
+                f"Your function returns an array of shape {mine.shape}; return the picture's "
                 f"{len(CLASSES)} class probabilities.")
-        if mine_input is not None and not np.array_equal(mine_input, right_input):
-            short = right_input.astype(int) - mine_input.astype(int)
-            require(not set(np.unique(short)) <= {0, 1},
-                    "Nearly: round the quantised pixels before turning them into uint8 "
-                    "(`astype` cuts the decimals off).")
-            require(mine_input.max() > 1,
-                    "Your pixels reach the model unscaled: cast to uint8, values in [0, 1] become 0 "
-                    "or 1. Quantise them with the input's `quantization`: pixels / scale + "
-                    "zero_point, rounded.")
-            raise NotRight("The uint8 pixels your function gives the model are not the image "
-                           "quantised with the input's `quantization` (scale, zero point): a "
-                           "number x is stored as round(x / scale + zero_point).")
-        if np.allclose(mine, right, atol=1e-5):
-            if reference is not None:
-                float_answer = _run(reference, image[np.newaxis])[0]
-                differences.append(float(np.abs(right - float_answer).max()))
-                agreements.append(int(right.argmax() == float_answer.argmax()))
-            continue
-        require(mine.max() <= 1.5,
-                f"Your numbers go up to {mine.max():.0f}: they are still quantised (0 to 255). Read "
-                "the output back with its own `quantization`: (q - zero_point) * scale.")
-        raise NotRight(f"Your probabilities for a test image differ from the int8 model's by up to "
-                       f"{np.abs(mine - right).max():.2g}: read the output back with the output's "
-                       "own scale and zero point, (q - zero_point) * scale.")
-    compared = ""
-    if differences:
-        compared = (f" On these {len(images)} test images they differ from the float32 model's by "
-                    f"up to {max(differences):.2f}, and {sum(agreements)} of {len(images)} have the "
-                    "same most probable class.")
-    passed("Your function runs the int8 model as a phone app would: uint8 in, uint8 out, read "
-           f"back as probabilities.{compared} {DISCLAIMER}")
+        require(watched.given is None or watched.given.dtype == np.uint8,
+                "Give the interpreter the picture's uint8 pixels (0 to 255), as a camera has them.")
+        require(abs(float(mine.sum()) - 1) < 0.05,
+                f"Your numbers add up to {mine.sum():.3g}, not 1: return the interpreter's output "
+                "(get_tensor on the output's index), row 0.")
+        require(np.allclose(mine, right, atol=1e-3),
+                f"Your probabilities for {image_path.name} differ from the app's by up to "
+                f"{np.abs(mine - right).max():.2g}: open the file as RGB, resize it to {width}×{height} "
+                "with Pillow's resize, and give the interpreter its uint8 pixels.")
+    passed(f"Your function is what an app does: open, resize to {width}×{height}, run, on "
+           f"{len(paths)} test pictures. {DISCLAIMER}")
