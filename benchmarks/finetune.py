@@ -45,8 +45,15 @@ import pandas as pd
 from head_settings import workshop_settings
 from machine import cpu_name, describe
 
-from lesionlib import backbones, checkpoints, dataset, evaluation, features, generalization, splits, training
-from lesionlib.dataset import ManifestError
+from lesionlib import (
+    backbones,
+    checkpoints,
+    evaluation,
+    features,
+    generalization,
+    splits,
+    training,
+)
 from lesionlib.modelcard import markdown_table
 from lesionlib.preprocessing import Preprocessing
 from lesionlib.settings import WORKSHOP_PREPARATION, Settings
@@ -70,13 +77,6 @@ class Row:
     minutes: float
     images_per_second: float
     epochs: int
-
-
-def _manifest(settings: Settings) -> pd.DataFrame:
-    try:
-        return dataset.load_manifest(settings)
-    except ManifestError:
-        return dataset.prepare(settings, progress=True).manifest
 
 
 def frozen_row(settings: Settings, backbone, manifest: pd.DataFrame, part: pd.Series,
@@ -215,9 +215,9 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     settings = replace(workshop_settings(args.shared, args.home.resolve()), per_class_limit=args.per_class)
-    manifest = _manifest(settings)
+    manifest = generalization.manifest_of(settings)
     part = splits.grouped_split(manifest, seed=settings.seed)
-    held_out = {name: _manifest(replace(settings, external_source=args.shared / folder).external())
+    held_out = {name: generalization.manifest_of(replace(settings, external_source=args.shared / folder).external())
                 for name, folder in EXTERNAL.items()}
     backbone = backbones.load(settings)
     import tensorflow as tf  # loaded by now: only its version is wanted, for the machine line

@@ -61,7 +61,7 @@ class Sources:
         return text
 
 
-def _manifest(settings: Settings, progress: bool) -> pd.DataFrame:
+def manifest_of(settings: Settings, progress: bool = True) -> pd.DataFrame:
     """The manifest built for ``settings``, built now if there is none (notebook 01's way)."""
     try:
         return dataset.load_manifest(settings)
@@ -76,7 +76,7 @@ def load_sources(settings: Settings, progress: bool = True) -> Sources:
     if settings.external_source is None:
         return Sources(main, settings.source_name, None, main.iloc[:0])
     external_settings = settings.external()
-    combined, repeated = dataset.combine([main, _manifest(external_settings, progress)])
+    combined, repeated = dataset.combine([main, manifest_of(external_settings, progress)])
     return Sources(combined, settings.source_name, external_settings.source_name, repeated)
 
 

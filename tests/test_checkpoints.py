@@ -73,7 +73,7 @@ print(json.dumps({"start": start, "loss": run.history["loss"].tolist(),
 def _child(folder: Path, epochs: int, **options: int | str) -> subprocess.CompletedProcess:
     environment = {**os.environ, **{name.upper(): str(value) for name, value in options.items()}}
     return subprocess.run([sys.executable, "-c", CHILD, str(folder), str(epochs)], cwd=REPOSITORY,
-                          env=environment, capture_output=True, text=True, timeout=300)
+                          env=environment, capture_output=True, text=True, timeout=300, check=False)
 
 
 def _state(folder: Path) -> dict:
