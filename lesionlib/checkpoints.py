@@ -54,11 +54,15 @@ def _callback_base():
 class Run(_callback_base()):
     """A Keras callback that saves each epoch and stops early, and knows how to resume."""
 
-    def __init__(self, folder: Path, record: dict, *, monitor: str = "val_loss", patience: int = 3,
-                 min_delta: float = 1e-3) -> None:
+    def __init__(self, folder: Path, record: dict, *, monitor: str = "val_loss", mode: str = "min",
+                 patience: int = 3, min_delta: float = 1e-3) -> None:
+        """``monitor`` is a value ``fit`` logs; ``mode`` says whether lower ("min", a loss) or higher
+        ("max", e.g. an AUC) is better."""
         super().__init__()
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
         self.root, self.record = Path(folder), record
-        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+        self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
         self.folder: Path | None = None
         self.state: dict = {}
 
@@ -118,8 +122,8 @@ class Run(_callback_base()):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = {name: float(value) for name, value in (logs or {}).items()}
         state = self.state
-        for name, value in logs.items():
-            state["history"].setdefault(name, []).append(value)
+        for name in sorted(set(state["history"]) | set(logs)):  # a value logged since resuming: None before
+            state["history"].setdefault(name, [None] * state["epoch"]).append(logs.get(name))
         state["epoch"] = epoch + 1
         state["seconds"] += time.monotonic() - self._started
         self._started = time.monotonic()
@@ -131,7 +135,8 @@ class Run(_callback_base()):
         if value is None:
             raise KeyError(f"Early stopping watches {self.monitor!r}, which fit did not report "
                            f"(it reported {sorted(logs)}): pass validation_data to fit.")
-        if state["best"] is None or value < state["best"] - self.min_delta:
+        sign = 1 if self.mode == "min" else -1  # compare as if lower were better
+        if state["best"] is None or sign * value < sign * state["best"] - self.min_delta:
             state.update(best=value, best_epoch=epoch + 1, best_file=name, wait=0)
         else:
             state["wait"] += 1

@@ -128,6 +128,23 @@ def train_head(train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarra
     return TrainedHead(head, history, int(history["val_loss"].idxmin()))
 
 
+def malignant_auc():
+    """A Keras metric: the AUC of the probability of malignant against every other class, from
+    class indices and softmax probabilities, the figure the course chooses models by; ``fit``
+    logs it as ``malignant_auc`` and, on validation data, ``val_malignant_auc``."""
+    tf = import_tensorflow()
+    import keras
+
+    column = CLASSES.index("malignant")
+
+    class MalignantAUC(keras.metrics.AUC):
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            positive = tf.equal(tf.reshape(tf.cast(y_true, tf.int32), [-1]), column)
+            return super().update_state(positive, y_pred[:, column], sample_weight)
+
+    return MalignantAUC(num_thresholds=1000, name="malignant_auc")
+
+
 def epoch_log(every: int = 10):
     """A Keras callback that prints one short line every ``every`` epochs and at the end: a
     log a learner can watch without a wall of progress bars."""

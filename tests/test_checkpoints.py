@@ -142,6 +142,31 @@ def test_early_stopping_is_part_of_the_saved_state(tmp_path):
     assert len(again.history) == 3
 
 
+def test_early_stopping_can_watch_a_value_where_higher_is_better(tmp_path):
+    # With this rate the validation accuracy goes 0.75, 1.0, 1.0, ...: "max" keeps epoch 2 and
+    # stops two epochs later; "min" keeps epoch 1 and stops after epoch 3.
+    ends = {}
+    for mode in ("max", "min"):
+        run = checkpoints.Run(tmp_path / mode, {"lr": 2.0}, monitor="val_accuracy", mode=mode, patience=2)
+        model = _model(2.0)
+        model.compile(model.optimizer, model.loss, metrics=["accuracy"])
+        _fit(run, model, 8)
+        ends[mode] = (run.best_epoch, len(run.history))
+    assert ends == {"max": (2, 4), "min": (1, 3)}
+    with pytest.raises(ValueError, match="'min' or 'max'"):
+        checkpoints.Run(tmp_path, {}, mode="maximum")
+
+
+def test_a_value_logged_only_after_resuming_is_missing_before(tmp_path):
+    _fit(checkpoints.Run(tmp_path, {"lr": 0.5}, patience=100), _model(0.5), 2)
+    model = _model(0.5)
+    model.compile(model.optimizer, model.loss, metrics=["accuracy"])  # a metric more, the same run
+    run = checkpoints.Run(tmp_path, {"lr": 0.5}, patience=100)
+    assert _fit(run, model, 4) == 2
+    assert run.history["val_accuracy"].isna().tolist() == [True, True, False, False]
+    assert run.history["val_loss"].notna().all()
+
+
 def test_the_best_epoch_is_put_back_at_the_end(tmp_path):
     run = checkpoints.Run(tmp_path, {"lr": 0.5}, patience=100)
     model = _model(0.5)

@@ -84,3 +84,19 @@ def test_saved_head_reloads_with_labels_and_record(make_settings):
 def test_loading_without_a_trained_head_says_what_to_run(tmp_path):
     with pytest.raises(training.ManifestError, match="Run notebook 03"):
         training.load_head(tmp_path)
+
+
+def test_the_malignant_auc_metric_agrees_with_the_evaluation():
+    from lesionlib import evaluation
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, len(CLASSES), 400)
+    probabilities = rng.dirichlet(np.ones(len(CLASSES)), 400)
+    probabilities[labels == CLASSES.index("malignant"), CLASSES.index("malignant")] += 0.3  # some signal
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    metric = training.malignant_auc()
+    metric.update_state(labels, probabilities.astype("float32"))
+    table = pd.DataFrame({"label": np.array(CLASSES)[labels],
+                          **{f"p_{name}": probabilities[:, i] for i, name in enumerate(CLASSES)}})
+    assert float(metric.result()) == pytest.approx(evaluation.malignant_auc(table), abs=2e-3)
+    assert 0.6 < float(metric.result()) < 0.95
