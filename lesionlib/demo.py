@@ -12,18 +12,30 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
+
 from . import DISCLAIMER
 from .evaluation import draw_occlusion, occlusion
 from .inference import ExportedModel, model_bytes
 
 
+def _predicted(model: ExportedModel, data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The image as the model sees it and the model's class probabilities for it. Raises
+    ``ValueError`` naming the problem when the file is not an image the model can read."""
+    pixels = model.pixels_of(model_bytes(data, name))
+    return pixels, model.predict_pixels(pixels[None])[0]
+
+
 def prediction_figure(model: ExportedModel, data: bytes, name: str):
     """The image as the model sees it, the occlusion map for its top class, and the
     probabilities as bars, titled with the disclaimer."""
+    return _figure(model, name, *_predicted(model, data, name))
+
+
+def _figure(model: ExportedModel, name: str, pixels: np.ndarray, probabilities: np.ndarray):
+    """:func:`prediction_figure` of an image already predicted."""
     import matplotlib.pyplot as plt
 
-    pixels = model.pixels_of(model_bytes(data, name))
-    probabilities = model.predict_pixels(pixels[None])[0]
     top = int(probabilities.argmax())
     size = model.input_size
     heat = occlusion(pixels, model.predict_pixels, top, patch=size // 5, stride=size // 10)
@@ -50,6 +62,13 @@ def prediction_figure(model: ExportedModel, data: bytes, name: str):
     return figure
 
 
+def _prediction_text(classes: list[str], probabilities: np.ndarray, name: str) -> str:
+    """The figure's probabilities (same precision) and the disclaimer as one line of text: what
+    a screen reader, a copy and paste or a search of the page can find, unlike the picture."""
+    shown = ", ".join(f"{label} {p:.2f}" for label, p in zip(classes, probabilities))
+    return f"{name}: the model's probabilities are {shown}. {DISCLAIMER}"
+
+
 def _uploads(value) -> list[tuple[str, bytes]]:
     """(name, bytes) of each uploaded file, from ipywidgets 8 (a tuple of dicts) or 7 (a dict)."""
     if isinstance(value, dict):
@@ -58,17 +77,19 @@ def _uploads(value) -> list[tuple[str, bytes]]:
 
 
 def _show(model: ExportedModel, name: str, data: bytes) -> None:
-    """Display one uploaded image's figure, or say why it cannot be predicted."""
+    """Display one uploaded image's figure and its text, or say why it cannot be predicted."""
     import matplotlib.pyplot as plt
     from IPython.display import display
 
     try:
-        figure = prediction_figure(model, data, name)
+        pixels, probabilities = _predicted(model, data, name)
     except ValueError as error:
         print(f"{name}: not predicted: {error}")
         return
+    figure = _figure(model, name, pixels, probabilities)
     display(figure)
     plt.close(figure)
+    print(_prediction_text(model.classes, probabilities, name))
 
 
 def _in_colab() -> bool:
@@ -81,8 +102,9 @@ NEEDS_KERNEL = ("The upload box below works only while this notebook runs (Jupyt
 
 
 def upload_demo(model: ExportedModel):
-    """An upload box; each uploaded image is shown with :func:`prediction_figure`. Above it, a
-    plain note (kept in saved and HTML copies, where widgets are dead) says it needs a kernel."""
+    """An upload box; each uploaded image is shown with :func:`prediction_figure` and, below it,
+    the same probabilities and the disclaimer as text. Above it, a plain note (kept in saved and
+    HTML copies, where widgets are dead) says it needs a kernel."""
     import ipywidgets as widgets
     from IPython.display import HTML, display
 

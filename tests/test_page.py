@@ -27,7 +27,8 @@ exported, saved_head = test_export.exported, test_export.saved_head  # the expor
 CHROMIUM = os.environ.get("LESIONLIB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _missing() -> str | None:
+def browser_missing() -> str | None:
+    """What a browser test lacks, Playwright or Chromium, in words; None when nothing."""
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
@@ -35,6 +36,14 @@ def _missing() -> str | None:
     if not CHROMIUM:
         return ("no Chromium found (set LESIONLIB_CHROMIUM or put chromium on the PATH): "
                 "apt-get install chromium")
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"LESIONLIB_CHROMIUM={CHROMIUM} is not an executable file"
+    return None
+
+
+def _missing() -> str | None:
+    if browser_missing():
+        return browser_missing()
     try:
         page.litert_version()
     except page.PageError as error:
