@@ -166,10 +166,15 @@ def score(outcome: Outcome, backbone: Backbone, manifest: pd.DataFrame, part: pd
                    feature_seconds=outcome.feature_seconds + seconds)
 
 
-def reference_results() -> str:
-    """The tables ``benchmarks/generalization.py`` measured on HAM10000 and held-out collections
+BENCHMARKS = ("generalization", "finetune")  # the benchmarks whose tables ship in lesionlib/results/
+
+
+def reference_results(benchmark: str) -> str:
+    """The tables ``benchmarks/<benchmark>.py`` measured on HAM10000 and held-out collections
     (Markdown, shipped with lesionlib so that notebook 06 can show them anywhere)."""
-    return resources.files("lesionlib").joinpath("results", "generalization.md").read_text(encoding="utf-8")
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"No results of a benchmark {benchmark!r}: there are {', '.join(BENCHMARKS)}.")
+    return resources.files("lesionlib").joinpath("results", f"{benchmark}.md").read_text(encoding="utf-8")
 
 
 def comparison(outcomes: list[Outcome]) -> pd.DataFrame:

@@ -166,8 +166,12 @@ def test_per_source_scores_and_the_sources_figure(smoke_sources):
 
 
 def test_the_reference_results_ship_with_lesionlib():
-    text = generalization.reference_results()
+    text = generalization.reference_results("generalization")
     assert "HAM10000" in text and "held-out" in text
+    tuned = generalization.reference_results("finetune")
+    assert "(best on validation)" in tuned and "AUC PH2" in tuned
+    with pytest.raises(ValueError, match="generalization, finetune"):
+        generalization.reference_results("../../etc/passwd")
 
 
 def test_without_an_external_source_the_main_one_is_split_as_usual(make_settings):
