@@ -12,10 +12,14 @@ laptop does after ``lesionlib unpack``. Each notebook runs in its own kernel, as
 Markdown table of minutes and memory per notebook (the README's notebook map shows them) and
 the machine it ran on; asserts nothing (time is measured here, never in the tests).
 
-Memory is the resident peak of that notebook's kernel (Linux ``VmHWM``, read just after each
-cell while the kernel lives) plus the peaks of the processes it started (read every 0.2 s):
-what Binder's limit counts. About 0.45 GB of it are TensorFlow's libraries mapped from disk
-(``RssFile``, shown beside it), which every kernel shares. ``getrusage(RUSAGE_CHILDREN)``
+Memory is the most that notebook's kernel and the processes it started held at once: what
+Binder's limit counts. The kernel's own resident peak (Linux ``VmHWM``) is read after each
+cell; every 0.2 s the kernel's resident memory is added to that of the processes it has
+running then (a ``lesionlib predict`` of notebook 05, say), each counted without its
+file-mapped pages (``RssFile``): those are TensorFlow's libraries, the very files the kernel
+has mapped, held once by the system however many processes map them. Processes that run one
+after the other are not added up. About 0.45 GB of the peak are those libraries (the kernel's
+``RssFile``, shown beside it), which every kernel shares. ``getrusage(RUSAGE_CHILDREN)``
 would not do: it keeps the largest child ever, and a kernel forked from a large process
 inherits its parent's peak across ``exec``. The cells that raised each kernel's peak
 most are listed on stderr.
@@ -76,33 +80,42 @@ def _descendants(pid: int) -> list[int]:
 
 @dataclass
 class KernelPeak:
-    """Resident peak, in kB, of one notebook's kernel and the processes it started: the
-    kernel's own high-water mark after each cell, and its children's, read every
-    :data:`SAMPLE_SECONDS` while they live (one that lives less than that may be missed)."""
+    """The most memory, in kB, that one notebook's kernel and the processes it started held at
+    once: the kernel's own high-water mark after each cell, and every :data:`SAMPLE_SECONDS`
+    the kernel's resident memory plus its running children's peaks without their file-mapped
+    pages (a child that lives less than that may be missed)."""
 
     client: NotebookClient
     kb: int = 0
     file_kb: int = 0  # the largest share of the kernel's memory mapped from files (libraries)
-    children_kb: dict[int, int] = field(default_factory=dict)
+    children_kb: dict[int, int] = field(default_factory=dict)  # each child's own peak, files left out
     raised_by: list[tuple[int, int, str]] = field(default_factory=list)  # (kB added, cell, first line)
+    _reported_kb: int = field(default=0, init=False)  # the peak when the last cell ended
 
     def _kernel_pid(self) -> int | None:
         provisioner = getattr(self.client.km, "provisioner", None)
         return getattr(provisioner, "pid", None)
 
-    def _read_children(self) -> None:
+    def _sample(self) -> None:
+        """The kernel's memory now, plus that of the children running now."""
         pid = self._kernel_pid()
-        for child in _descendants(pid) if pid else []:
-            self.children_kb[child] = max(self.children_kb.get(child, 0), _status_kb(child, "VmHWM"))
+        if not pid:
+            return
+        running = 0
+        for child in _descendants(pid):
+            own = max(_status_kb(child, "VmHWM") - _status_kb(child, "RssFile"), 0)
+            self.children_kb[child] = max(self.children_kb.get(child, 0), own)
+            running += self.children_kb[child]
+        self.kb = max(self.kb, _status_kb(pid, "VmRSS") + running)
 
     @contextmanager
     def sampling(self) -> Iterator[None]:
-        """Read the children's peaks in the background while the block runs."""
+        """Sample in the background while the block runs."""
         done = threading.Event()
 
         def sample() -> None:
             while not done.wait(SAMPLE_SECONDS):
-                self._read_children()
+                self._sample()
 
         thread = threading.Thread(target=sample, daemon=True)
         thread.start()
@@ -114,13 +127,13 @@ class KernelPeak:
 
     def after_cell(self, cell, cell_index: int, **_) -> None:
         pid = self._kernel_pid()
-        self._read_children()
-        kb = _status_kb(pid, "VmHWM") + sum(self.children_kb.values())
+        self._sample()
+        self.kb = max(self.kb, _status_kb(pid, "VmHWM"))
         self.file_kb = max(self.file_kb, _status_kb(pid, "RssFile"))
-        if kb > self.kb:
+        if self.kb > self._reported_kb:
             first_line = next((line for line in cell.source.splitlines() if line.strip()), "")
-            self.raised_by.append((kb - self.kb, cell_index, first_line[:70]))
-            self.kb = kb
+            self.raised_by.append((self.kb - self._reported_kb, cell_index, first_line[:70]))
+            self._reported_kb = self.kb
 
 
 def main() -> int:
@@ -166,8 +179,9 @@ def main() -> int:
                  "peak GB": max(r["peak GB"] for r in rows), "of it files GB": max(r["of it files GB"] for r in rows)})
     print(markdown_table(pd.DataFrame(rows).set_index("notebook"),
                          lambda column, value: f"{value:.1f}" if column == "minutes" else f"{value:.2f}"))
-    print(f"\nWorkshop profile, cold caches, exercises included; peak GB: resident peak of each "
-          f"notebook's kernel and its child processes; of it files GB: the most of the kernel's memory "
+    print(f"\nWorkshop profile, cold caches, exercises included; peak GB: the most memory each "
+          f"notebook's kernel and the processes it started held at once (their shared libraries "
+          f"counted once); of it files GB: the most of the kernel's memory "
           f"mapped from files (libraries: shared between kernels, and the first to go when memory is "
           f"short); load average {os.getloadavg()[0]:.1f} at the "
           f"end; {describe(import_tensorflow())}")

@@ -30,7 +30,7 @@ import os
 import platform
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +208,19 @@ def load(settings: Settings) -> Backbone:
     probe = model(tf.zeros([1, size, size, 3]))
     spec = BackboneSpec(spec.name, spec.handle, size, int(probe.shape[-1]), spec.description)
     return Backbone(spec, backbone.identity, backbone.folder, model, backbone.converted_dir)
+
+
+def of_head(settings: Settings, record: dict) -> Backbone:
+    """The network notebook 03's head was trained on, loaded: the profile's backbone, or the
+    fine-tuned network notebook 03 saved in ``settings.fine_tuned_dir`` when the head's
+    ``record`` says so (``record["backbone"]["fine_tuned"]``)."""
+    if not record.get("backbone", {}).get("fine_tuned"):
+        return load(settings)
+    folder = settings.fine_tuned_dir
+    if not (folder / "saved_model.pb").is_file():
+        raise BackboneUnavailable(f"The head in {settings.head_dir} was trained on a fine-tuned network that "
+                                  f"is no longer in {folder}. Run notebook 03 again.")
+    return load(replace(settings, backbone=str(folder)))
 
 
 LITERT_FORMAT = 1  # bump when the conversion changes: older .tflite files are then not found

@@ -186,7 +186,7 @@ def progress(images: int, every_batches: int | None = None):
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             self.bar.set_postfix_str("  ".join(f"{name} {value:.3f}" for name, value in (logs or {}).items()
-                                               if name in ("loss", "val_loss", "val_accuracy")))
+                                               if name in ("loss", "val_loss", "val_accuracy", "val_malignant_auc")))
             self.bar.close()
 
     return Progress()

@@ -26,8 +26,8 @@ swaps it in whole, so an interrupted export never leaves half a model. The model
 through Keras's own ``ExportArchive`` (what ``model.export`` uses). Notebook 05 converts the
 ``camera`` signature of the written SavedModel into the TFLite variants itself
 (``TFLiteConverter.from_saved_model``: ``from_keras_model`` prints hundreds of lines, and
-``from_concrete_functions`` on a Keras 3 model has produced NaN outputs); :func:`save_tflite`
-keeps each file beside the SavedModel.
+``from_concrete_functions`` on a Keras 3 model has produced NaN outputs), each inside
+:func:`lesionlib.tfutil.converting`; :func:`save_tflite` keeps each file beside the SavedModel.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pathlib import Path
 from . import DISCLAIMER, LesionlibError, fsutil
 from .preprocessing import preprocessing_of
 from .taxonomy import CLASSES
-from .tfutil import import_tensorflow, native_output_filtered
+from .tfutil import import_tensorflow, native_output_filtered, release_memory
 
 FORMAT = 1
 RECORD = "model.json"  # how the model was made: backbone, preprocessing, head record
@@ -117,6 +117,7 @@ def write_model(archive, folder: Path, record: dict) -> Path:
             "format": FORMAT, "classes": list(CLASSES), "input_size": size, "camera_input": camera,
             "preprocessing": asdict(preprocessing_of(record)), "disclaimer": DISCLAIMER,
             "training": record})
+    release_memory()  # what tracing and writing the functions took
     return Path(folder)
 
 

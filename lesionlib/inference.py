@@ -22,21 +22,29 @@ import pandas as pd
 from PIL import Image
 
 from . import images
-from .export import TFLITE_VARIANTS, ModelError, read_record, tflite_path
+from .export import SIGNATURES, TFLITE_VARIANTS, ModelError, read_record, tflite_path
 from .preprocessing import decode, prepare, preprocessing_of
-from .tfutil import import_tensorflow, native_output_filtered
+from .tfutil import import_tensorflow, native_output_filtered, release_memory
 
 
 class ExportedModel:
     """A model folder exported by notebook 05 (:func:`lesionlib.export.write_model`), loaded
-    with TensorFlow alone."""
+    with TensorFlow alone. ``loaded``: that folder's SavedModel, already loaded with
+    ``tf.saved_model.load`` (it is then not loaded a second time)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, loaded=None) -> None:
         self.folder = Path(folder)
         self.record = read_record(self.folder)
         self.classes: list[str] = list(self.record["classes"])
         self.input_size: int = int(self.record["input_size"])
         self.camera_input: tuple[int, int] = tuple(self.record["camera_input"])  # (height, width)
+        if loaded is not None:
+            missing = [name for name in SIGNATURES if not hasattr(loaded, name)]
+            if missing:
+                raise ModelError(f"The model given for {self.folder} has no {' and no '.join(missing)} "
+                                 f"signature: give what tf.saved_model.load({str(self.folder)!r}) returns.")
+            self._loaded = loaded
+            return
         tf = import_tensorflow()
         try:
             self._loaded = tf.saved_model.load(str(self.folder))
@@ -232,7 +240,9 @@ def predict_files(model: ExportedModel, paths: Iterable[str | Path]) -> Iterator
 def predict_in_new_process(folder: Path, paths: Iterable[str | Path],
                            timeout: float | None = None) -> list[dict]:
     """The records of ``lesionlib predict --json`` run in a new Python process: the model as
-    another program would load it. ``timeout``: seconds before it is stopped (None: no limit)."""
+    another program would load it. ``timeout``: seconds before it is stopped (None: no limit).
+    This process first gives back the memory it has freed: the two hold TensorFlow at once."""
+    release_memory()
     # "--": the paths are operands even when one starts with "-" (a file named --model=x.jpg)
     command = [sys.executable, "-m", "lesionlib", "predict", "--json", "--model", str(folder), "--",
                *map(str, paths)]
@@ -286,6 +296,8 @@ def variants_table(model: ExportedModel, images: np.ndarray, variants: Iterable[
                      "latency (ms)": latency_ms(lambda lite=lite: lite.predict_one(images[0]), repeats),
                      "top-1 agreement": float((probabilities.argmax(1) == reference.argmax(1)).mean()),
                      "largest probability difference": float(np.abs(probabilities - reference).max())})
+        del lite
+    release_memory()  # what the interpreters and the signature's first calls took
     return pd.DataFrame(rows).set_index("variant")
 
 
@@ -303,6 +315,8 @@ def quantisation_errors(converter, pictures: np.ndarray) -> pd.DataFrame:
             converter=converter, debug_dataset=lambda: ([image[np.newaxis]] for image in pictures))
         debugger.run()
         debugger.layer_statistics_dump(dump)
+    del debugger  # its models and interpreters
+    release_memory()
     layers = pd.read_csv(io.StringIO(dump.getvalue()))
     layers["rmse/scale"] = np.sqrt(layers["mean_squared_error"]) / layers["scale"]
     layers["layer"] = layers["tensor_name"].str.split(";").str[0]

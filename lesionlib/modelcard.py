@@ -63,6 +63,19 @@ def check_report(record: dict, metrics: dict) -> None:
                          "settings). Run notebook 04 again, then this notebook.")
 
 
+def _network_words(backbone: dict, size: int) -> str:
+    tuned = backbone.get("fine_tuned")
+    if tuned:
+        where = f"from block {tuned['first_block']} on" if tuned["first_block"] else "every layer"
+        start = "random weights" if str(tuned.get("weights")).lower() == "none" else "ImageNet weights"
+        epochs = f"{tuned['epochs']} epoch" + ("s" if tuned["epochs"] != 1 else "")
+        return (f"Keras MobileNet V2 (width {tuned['alpha']}, input {size}×{size}) from {start}, "
+                f"**fine-tuned** on these images ({where}, at most {epochs}), with a softmax head "
+                "trained along with it")
+    return (f"A frozen ImageNet network, **{backbone['name']}** (`{backbone['handle']}`, input {size}×{size}), "
+            "with a softmax head trained on its features (\"bottleneck retraining\")")
+
+
 def render(model_record: dict, metrics: dict, manifest: pd.DataFrame,
            tflite: pd.DataFrame | None = None) -> str:
     """The card's Markdown, from ``model.json``, notebook 04's ``metrics.json`` and the manifest."""
@@ -85,10 +98,8 @@ def render(model_record: dict, metrics: dict, manifest: pd.DataFrame,
         "",
         "## The model",
         f"- Classes: {', '.join(model_record['classes'])} (ISIC's diagnosis hierarchy, level 1).",
-        f"- A frozen ImageNet network, **{backbone['name']}** (`{backbone['handle']}`, input "
-        f"{model_record['input_size']}×{model_record['input_size']}), with a softmax head trained "
-        f"on its features (\"bottleneck retraining\"): {_head_words(head)}, early stopping "
-        f"(best epoch {training['best_epoch']}).",
+        f"- {_network_words(backbone, model_record['input_size'])}: {_head_words(head)}, early "
+        f"stopping (best epoch {training['best_epoch']}).",
         f"- **Input contract of the TFLite files:** {input_contract(model_record)}",
         "- The SavedModel (`saved_model.pb`, `variables/`) has three signatures: `serving_default` "
         "takes encoded upright RGB images (JPEG, PNG, GIF or BMP bytes) and prepares them itself "

@@ -103,8 +103,10 @@ def exported_folder(trained_smoke, tmp_path_factory) -> tuple[Path, np.ndarray, 
 
 
 @pytest.fixture(scope="module")
-def model_folder(exported_folder) -> tuple[Path, np.ndarray]:
-    return exported_folder[:2]
+def model_folder(exported_folder) -> tuple[Path, inference.ExportedModel, np.ndarray]:
+    """The exported folder, its model loaded as notebook 05 loads it, and prepared test images."""
+    folder, pixels, _ = exported_folder
+    return folder, inference.ExportedModel(folder), pixels
 
 
 def _converted(folder: Path, **settings) -> bytes:
@@ -123,16 +125,16 @@ def _converted(folder: Path, **settings) -> bytes:
 def test_float16_model_passes_a_right_answer(model_folder, capsys):
     import tensorflow as tf
 
-    folder, pixels = model_folder
+    folder, model, pixels = model_folder
     answer = _converted(folder, optimizations=[tf.lite.Optimize.DEFAULT], supported_types=[tf.float16])
-    n05.float16_model(answer, folder, pixels)
+    n05.float16_model(answer, model, pixels)
     out = capsys.readouterr().out
     assert out.startswith(RIGHT) and "differ from the SavedModel's by at most" in out
 
 
 def test_float16_model_says_a_placeholder_is_unanswered(model_folder, capsys):
-    folder, pixels = model_folder
-    n05.float16_model(..., folder, pixels)
+    _, model, pixels = model_folder
+    n05.float16_model(..., model, pixels)
     assert UNANSWERED in capsys.readouterr().out
 
 
@@ -142,32 +144,32 @@ def test_float16_model_rejects_the_float16_copy_of_another_model(model_folder, t
     from lesionlib import training
 
     settings, manifest, backbone, bottlenecks, part, _ = trained_smoke
-    folder, pixels = model_folder
+    _, model, pixels = model_folder
     untrained = training.build_head(bottlenecks.features)  # another head: other weights
     other = export_like_notebook_05(backbone, untrained, tmp_path / "other",
                                     _record(settings, manifest, part, backbone))
     answer = _converted(other, optimizations=[tf.lite.Optimize.DEFAULT], supported_types=[tf.float16])
     with pytest.raises(NotRight, match="convert the model of `settings.model_dir` as it is"):
-        n05.float16_model(answer, folder, pixels)
+        n05.float16_model(answer, model, pixels)
 
 
 def test_float16_model_rejects_wrong_answers(model_folder):
     import tensorflow as tf
 
-    folder, pixels = model_folder
+    folder, model, pixels = model_folder
     with pytest.raises(NotRight, match="no weight as float16"):
-        n05.float16_model(_converted(folder), folder, pixels)  # nothing set: float32
+        n05.float16_model(_converted(folder), model, pixels)  # nothing set: float32
     with pytest.raises(NotRight, match="no weight as float16|8-bit integers"):  # int8 weights, if any
-        n05.float16_model(_converted(folder, optimizations=[tf.lite.Optimize.DEFAULT]), folder, pixels)
+        n05.float16_model(_converted(folder, optimizations=[tf.lite.Optimize.DEFAULT]), model, pixels)
     with pytest.raises(NotRight, match="the converter itself"):
         n05.float16_model(tf.lite.TFLiteConverter.from_saved_model(str(folder), signature_keys=["pixels"]),
-                          folder, pixels)
+                          model, pixels)
     with pytest.raises(NotRight, match="not `camera`"):
-        n05.float16_model(export.tflite_path(folder, "int8").read_bytes(), folder, pixels)
+        n05.float16_model(export.tflite_path(folder, "int8").read_bytes(), model, pixels)
     with pytest.raises(NotRight, match="cannot load"):
-        n05.float16_model(b"not a model", folder, pixels)
+        n05.float16_model(b"not a model", model, pixels)
     with pytest.raises(NotRight, match="as bytes"):
-        n05.float16_model(str(export.tflite_path(folder, "float32")), folder, pixels)
+        n05.float16_model(str(export.tflite_path(folder, "float32")), model, pixels)
 
 
 def right_app_probabilities(interpreter, path):

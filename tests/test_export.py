@@ -15,12 +15,13 @@ import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from lesionlib import DISCLAIMER, backbones, export, features, fsutil, inference, modelcard, splits, training
+from lesionlib import DISCLAIMER, backbones, export, features, fsutil, inference, modelcard, splits, tfutil, training
 from lesionlib.export import ModelError
 from lesionlib.preprocessing import Preprocessing, decode, prepare, preprocessing_of
 from lesionlib.taxonomy import CLASSES
@@ -101,8 +102,6 @@ def convert_like_notebook_05(folder: Path, variant: str, representative: np.ndar
     camera images, for full int8."""
     import tensorflow as tf
 
-    from lesionlib.tfutil import native_output_filtered
-
     converter = tf.lite.TFLiteConverter.from_saved_model(str(folder), signature_keys=["camera"])
     if variant != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -112,7 +111,7 @@ def convert_like_notebook_05(folder: Path, variant: str, representative: np.ndar
         converter.representative_dataset = lambda: ([image[np.newaxis]] for image in representative)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
-    with native_output_filtered():
+    with tfutil.converting():
         return export.save_tflite(converter.convert(), folder, variant)
 
 
@@ -259,6 +258,20 @@ def test_a_folder_without_a_model_is_a_clear_error(tmp_path):
     (tmp_path / "model.json").write_text("{not json")
     with pytest.raises(ModelError, match="damaged"):
         inference.ExportedModel(tmp_path)
+
+
+def test_a_savedmodel_loaded_already_is_used_not_loaded_again(exported, odd_files):
+    import tensorflow as tf
+
+    def answer(_):
+        return {"probabilities": tf.constant([[0.25, 0.5, 0.25]])}
+
+    given = SimpleNamespace(serving_default=answer, pixels=answer, camera=answer)
+    model = inference.ExportedModel(exported.folder, given)
+    assert model.predict_bytes([odd_files["good"].read_bytes()]).tolist() == [[0.25, 0.5, 0.25]]
+    assert model.size_bytes == exported.size_bytes and model.classes == exported.classes
+    with pytest.raises(ModelError, match="no pixels and no camera signature.*tf.saved_model.load"):
+        inference.ExportedModel(exported.folder, SimpleNamespace(serving_default=answer))
 
 
 @pytest.fixture
@@ -551,6 +564,10 @@ def test_the_demo_figure_and_the_upload_box(exported, odd_files, capsys):
     _upload(upload, "notes.txt", b"not an image")
     assert "notes.txt: not predicted: not an image" in capsys.readouterr().out
     assert DISCLAIMER in box.children[0].value
+    _upload(upload, "lesion.jpg", odd_files["good"].read_bytes())  # the figure and the same as text
+    p = exported.predict_pixels(exported.pixels_of(odd_files["good"].read_bytes())[None])[0]
+    shown = ", ".join(f"{label} {value:.2f}" for label, value in zip(CLASSES, p))
+    assert f"lesion.jpg: the model's probabilities are {shown}. {DISCLAIMER}" in capsys.readouterr().out
 
 
 def test_uploads_are_read_from_ipywidgets_7_and_8():

@@ -262,6 +262,26 @@ def test_a_cached_handle_loads_without_network(make_settings, tmp_path):
     assert backbone.identity == handle
 
 
+def test_a_head_finds_the_network_it_was_trained_on(make_settings):
+    """Notebooks 04 and 05 load the profile's backbone for a frozen head, and notebook 03's saved
+    fine-tuned network for a fine-tuned one; a missing one is an error naming notebook 03."""
+    import tensorflow as tf
+
+    settings = make_settings(profile="smoke")
+    frozen = backbones.of_head(settings, {"backbone": {"name": "tiny"}})
+    assert frozen.identity == backbones.load(settings).identity
+    record = {"backbone": {"fine_tuned": {"first_block": 16}}}
+    with pytest.raises(backbones.BackboneUnavailable, match="notebook 03 again"):
+        backbones.of_head(settings, record)
+    module = tf.Module()
+    module.__call__ = tf.function(lambda images: tf.reduce_max(images, axis=[1, 2]),
+                                  input_signature=[tf.TensorSpec([None, 48, 48, 3], tf.float32)])
+    tf.saved_model.save(module, str(settings.fine_tuned_dir))
+    tuned = backbones.of_head(settings, record)
+    assert tuned.folder == settings.fine_tuned_dir and tuned.identity.startswith("folder:")
+    assert (tuned.spec.input_size, tuned.spec.feature_dim) == (48, 3)
+
+
 def test_fine_tuning_weights_are_a_file_none_or_downloaded_once(make_settings, monkeypatch, tmp_path):
     """LESIONLIB_KERAS_WEIGHTS: a local file is used as it is, 'none' means random weights, and
     'imagenet' is downloaded once into data/cache/keras/ (here from a loopback server)."""

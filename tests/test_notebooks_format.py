@@ -83,6 +83,7 @@ def test_the_launch_lines_do_nothing_off_colab():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_only_checked_cells_keep_outputs(path):
     notebook = nbformat.read(path, as_version=4)
+    assert "widgets" not in notebook.metadata  # no saved widget state either: run tools/refresh_notebooks.py
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from lesionlib.preprocessing import Preprocessing
 from lesionlib.settings import ISIC_ARCHIVE, SYNTHETIC, SettingsError, load_settings
 
 
@@ -24,7 +25,11 @@ def test_profiles_choose_source_size_and_backbone(tmp_path):
     smoke = load_settings({"LESIONLIB_HOME": str(tmp_path), "LESIONLIB_PROFILE": "smoke"})
     full = load_settings({"LESIONLIB_HOME": str(tmp_path), "LESIONLIB_PROFILE": "FULL"})
     assert (smoke.data_source, smoke.backbone) == (SYNTHETIC, "tiny")
-    assert (full.per_class_limit, full.backbone, full.isic_file) == (None, "inception_v3", "full")
+    assert (full.per_class_limit, full.backbone, full.isic_file) == (None, "mobilenet_v2_100_224", "full")
+    assert full.preprocessing == Preprocessing()  # the whole image: chosen on validation (finetune.md)
+    assert full.fine_tuning.ships and (full.fine_tuning.first_block, full.fine_tuning.learning_rate) == (13, 1e-4)
+    workshop = load_settings({"LESIONLIB_HOME": str(tmp_path)})
+    assert not workshop.fine_tuning.ships  # the workshop ships its frozen head
 
 
 def test_relative_paths_start_at_home(tmp_path):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
+import weakref
 
+from lesionlib import tfutil
 from lesionlib.tfutil import _crash_log, native_output_filtered
 
 
@@ -61,3 +64,33 @@ def test_an_import_running_in_another_process_is_left_alone():
         assert running.exists()
     finally:
         running.unlink(missing_ok=True)
+
+
+def test_saving_a_model_prints_no_info_lines(tmp_path):
+    """Notebook 03 saves its fine-tuned network: TensorFlow's INFO lines stay out of the lesson, even
+    where logging shows INFO lines (as in a Jupyter kernel, whose root logger lets them through)."""
+    code = ("import logging, sys; logging.basicConfig(level=logging.INFO); "
+            "from lesionlib.tfutil import import_tensorflow; tf = import_tensorflow(); "
+            "module = tf.Module(); module.weight = tf.Variable(1.0); tf.saved_model.save(module, sys.argv[1])")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "saved")], capture_output=True, text=True,
+                          timeout=300, check=True)
+    assert (tmp_path / "saved" / "saved_model.pb").is_file()
+    assert "Assets written" not in done.stdout + done.stderr
+
+
+def test_converting_hides_the_converters_lines_and_frees_its_garbage(capfd):
+    class Graph:
+        """Stands for a converter's graphs: a reference cycle, freed only by a collection."""
+
+    gc.disable()  # only converting() may collect
+    try:
+        with tfutil.converting():
+            graph = Graph()
+            graph.itself = graph
+            alive = weakref.ref(graph)
+            del graph
+            os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        assert alive() is None
+    finally:
+        gc.enable()
+    assert "XNNPACK" not in capfd.readouterr().err

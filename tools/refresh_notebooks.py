@@ -61,6 +61,7 @@ def with_launch_code(notebook: nbformat.NotebookNode, launch: str) -> nbformat.N
 
 
 def clean(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    notebook.metadata.pop("widgets", None)  # the widgets' saved state: a new diff on every run, dead in a copy
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue

@@ -19,6 +19,8 @@ import numpy as np
 
 from .. import DISCLAIMER
 from ..export import tflite_path
+from ..tfutil import converting
+from ..inference import ExportedModel
 from ..taxonomy import CLASSES
 from . import NotRight, passed, require, results_of, unanswered
 
@@ -122,21 +124,21 @@ def _run(interpreter, batch: np.ndarray) -> np.ndarray:
 
 def _float16_of_pixels(folder: Path) -> bytes:
     """The right answer of exercise 2: the ``pixels`` signature converted with float16 weights."""
-    from ..tfutil import import_tensorflow, native_output_filtered
+    from ..tfutil import import_tensorflow
 
     tf = import_tensorflow()
     converter = tf.lite.TFLiteConverter.from_saved_model(str(folder), signature_keys=["pixels"])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_types = [tf.float16]
-    with native_output_filtered():
+    with converting():
         return converter.convert()
 
 
-def float16_model(answer: Any, folder: Path, pixels: np.ndarray) -> None:
-    """Exercise 2: ``answer`` is the exported model's ``pixels`` signature (the float path)
+def float16_model(answer: Any, model: ExportedModel, pixels: np.ndarray) -> None:
+    """Exercise 2: ``answer`` is the exported ``model``'s ``pixels`` signature (the float path)
     converted to TFLite with float16 weights (``converter.convert()``'s bytes). Loaded with
     LiteRT, its weights must be float16 and its answers for ``pixels`` those of a float16
-    conversion of the SavedModel in ``folder``, made here."""
+    conversion of the model's SavedModel, made here."""
     if unanswered(answer):
         return
     require(not hasattr(answer, "convert"),
@@ -149,11 +151,9 @@ def float16_model(answer: Any, folder: Path, pixels: np.ndarray) -> None:
     except (ValueError, RuntimeError) as error:
         raise NotRight(f"LiteRT cannot load your bytes as a model ({error}): keep exactly what "
                        "`converter.convert()` returns.") from None
-    from ..inference import ExportedModel
-
-    saved = ExportedModel(folder)
+    folder = model.folder
     given = interpreter.get_input_details()[0]
-    size = saved.input_size
+    size = model.input_size
     require(list(given["shape"][1:]) == [size, size, 3],
             f"Your model takes {list(given['shape'])}; convert the SavedModel's `pixels` signature "
             f"(images [N, {size}, {size}, 3]), not `camera`.")
@@ -185,7 +185,7 @@ def float16_model(answer: Any, folder: Path, pixels: np.ndarray) -> None:
             f"Your model's probabilities differ from those of the SavedModel converted with float16 "
             f"weights by up to {np.abs(mine - right).max():.2g}: convert the model of "
             "`settings.model_dir` as it is, changing only how its weights are stored.")
-    difference = float(np.abs(mine - saved.predict_pixels(images)).max())
+    difference = float(np.abs(mine - model.predict_pixels(images)).max())
     sizes = f"{len(answer) / 1e6:.3g} MB"
     if float32_size:
         sizes += f" against {float32_size / 1e6:.3g} MB in float32"
