@@ -74,7 +74,8 @@ class Run(_callback_base()):
         self.state = self._read_state(model)
         if not self.state:
             self.state = {"record": self.record, "epoch": 0, "history": {}, "best": None,
-                          "best_epoch": None, "wait": 0, "stopped": False, "seconds": 0.0}
+                          "best_epoch": None, "wait": 0, "stopped": False, "seconds": 0.0,
+                          "monitor": self.monitor, "mode": self.mode}
             return 0
         done = self.state["epoch"]
         ended = self.state["stopped"] or done >= epochs
@@ -92,6 +93,10 @@ class Run(_callback_base()):
             state = json.loads(path.read_text(encoding="utf-8"))
             if state["record"] != json.loads(json.dumps(self.record, default=str)):
                 raise ValueError("its record differs from this run's")
+            watched = (state.get("monitor", self.monitor), state.get("mode", self.mode))  # older states: unknown
+            if watched != (self.monitor, self.mode):
+                raise ValueError(f"its early stopping watched {watched[0]} ({watched[1]}), this run's "
+                                 f"watches {self.monitor} ({self.mode})")
             self._build_optimizer(model)
             self._load(model, state["latest_file"])
             return state

@@ -131,7 +131,8 @@ def train_head(train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarra
 def malignant_auc():
     """A Keras metric: the AUC of the probability of malignant against every other class, from
     class indices and softmax probabilities, the figure the course chooses models by; ``fit``
-    logs it as ``malignant_auc`` and, on validation data, ``val_malignant_auc``."""
+    logs it as ``malignant_auc`` (weighted by ``class_weight``, as Keras passes it on) and, on
+    validation data, ``val_malignant_auc`` (unweighted: the one to stop on)."""
     tf = import_tensorflow()
     import keras
 

@@ -157,6 +157,16 @@ def test_early_stopping_can_watch_a_value_where_higher_is_better(tmp_path):
         checkpoints.Run(tmp_path, {}, mode="maximum")
 
 
+def test_a_run_resumed_to_watch_something_else_starts_again(tmp_path):
+    # The best so far was a loss: compared with an AUC it would mean nothing.
+    _fit(checkpoints.Run(tmp_path, {"lr": 0.5}, patience=100), _model(0.5), 2)
+    model = _model(0.5)
+    model.compile(model.optimizer, model.loss, metrics=["accuracy"])
+    again = checkpoints.Run(tmp_path, {"lr": 0.5}, monitor="val_accuracy", mode="max", patience=100)
+    with pytest.warns(UserWarning, match=r"watched val_loss \(min\).*val_accuracy \(max\).*starts again"):
+        assert again.resume(model, 3) == 0
+
+
 def test_a_value_logged_only_after_resuming_is_missing_before(tmp_path):
     _fit(checkpoints.Run(tmp_path, {"lr": 0.5}, patience=100), _model(0.5), 2)
     model = _model(0.5)
@@ -165,6 +175,9 @@ def test_a_value_logged_only_after_resuming_is_missing_before(tmp_path):
     assert _fit(run, model, 4) == 2
     assert run.history["val_accuracy"].isna().tolist() == [True, True, False, False]
     assert run.history["val_loss"].notna().all()
+    fewer = checkpoints.Run(tmp_path, {"lr": 0.5}, patience=100)  # and the other way: no longer logged
+    assert _fit(fewer, _model(0.5), 5) == 4
+    assert fewer.history["val_accuracy"].isna().tolist() == [True, True, False, False, True]
 
 
 def test_the_best_epoch_is_put_back_at_the_end(tmp_path):

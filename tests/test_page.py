@@ -42,8 +42,9 @@ def browser_missing() -> str | None:
 
 
 def _missing() -> str | None:
-    if browser_missing():
-        return browser_missing()
+    missing = browser_missing()
+    if missing:
+        return missing
     try:
         page.litert_version()
     except page.PageError as error:
