@@ -5,6 +5,9 @@ The manifest (``data/manifest.csv``) has one row per usable image: its path (rel
 source. The images themselves are laid out as ``data/train/<class>/<image_id>.jpg``, the
 original project's layout, as upright 8-bit RGB JPEGs. Files that cannot be used are listed
 in ``data/rejected.csv`` with the reason.
+
+Several sources (``LESIONLIB_DATA_SOURCE=a,b``) are each built that way in
+``data/sources/<name>/``; ``data/manifest.csv`` then lists them all (:func:`build_combined`).
 """
 
 from __future__ import annotations
@@ -59,21 +62,29 @@ class Dataset:
 
 
 def raw_folder(settings: Settings, progress: bool = True) -> Path:
-    """The folder to import: the given one, the synthetic set, or the ISIC download cache."""
+    """The folder to import: the given one, the synthetic set, or the ISIC download cache.
+    For one source: with several, call it for each of ``settings.parts()``."""
+    if len(settings.data_sources) > 1:
+        raise ValueError(f"{settings.data_source} holds {len(settings.data_sources)} sources: "
+                         "get each of settings.parts() on its own.")
     if settings.data_source == SYNTHETIC:
         return synthetic.generate(settings.downloads_dir / "synthetic", seed=settings.seed)
     if settings.data_source == SYNTHETIC_OTHER_CLINIC:
         return synthetic.generate(settings.downloads_dir / SYNTHETIC_OTHER_CLINIC, seed=settings.seed + 1,
                                   other_clinic=True)
     if is_isic_archive(settings.data_source):
-        if settings.per_class_limit is None:
-            raise ManifestError("The full profile downloads every image of the archive; do that "
-                                "once with isic-cli (`isic image download --search "
-                                "'diagnosis_1:\"Malignant\"' DIR`) and set LESIONLIB_DATA_SOURCE=DIR.")
+        collection = isic_collection(settings.data_source)
+        if settings.per_class_limit is None and collection is None:
+            raise ManifestError("The full profile takes every image of its sources, and all of the "
+                                "archive is far too many: name collections instead "
+                                "(LESIONLIB_DATA_SOURCE=isic-archive:collection=212,"
+                                "isic-archive:collection=249), or download once with isic-cli "
+                                "(`isic image download --search 'diagnosis_1:\"Malignant\"' DIR`) "
+                                "and set LESIONLIB_DATA_SOURCE=DIR.")
         return isic_archive.download_classes(
             settings.isic_api, settings.downloads_dir / settings.source_name,
-            per_class=settings.per_class_limit, file_kind=settings.isic_file, progress=progress,
-            seed=settings.seed, collection=isic_collection(settings.data_source))
+            per_class=settings.per_class_limit or isic_archive.MAX_PER_CLASS,
+            file_kind=settings.isic_file, progress=progress, seed=settings.seed, collection=collection)
     return Path(settings.data_source)
 
 
@@ -344,7 +355,10 @@ def _with_absolute_paths(manifest: pd.DataFrame, settings: Settings) -> pd.DataF
 
 
 def prepare(settings: Settings, progress: bool = True) -> Dataset:
-    """The whole of notebook 01 in one call: fetch or find the data, import it, build the manifest."""
+    """The whole of notebook 01 in one call: fetch or find the data, import it, build the
+    manifest; for several sources, each of them, then one manifest of all."""
+    if len(settings.data_sources) > 1:
+        return build_combined(settings, [prepare(part, progress) for part in settings.parts()])
     folder = raw_folder(settings, progress)
     layout, candidates = sources.read_source(folder)
     return build_manifest(candidates, settings, settings.source_name, layout, progress)
@@ -354,25 +368,73 @@ def combine(manifests: list[pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Several sources' manifests as one, for training on several sources at once.
 
     Lesion and patient ids are prefixed with their source, so that two collections' "L001"
-    are not taken for one lesion. An image id already seen in an earlier manifest is the same
-    ISIC image in another collection (HAM10000 is also in the ISIC Archive): it is kept once.
-    The later copy is left out **with every image of its lesion and patient** in that later
-    source, since those are the same lesion as images kept; all left out are the second table.
+    are not taken for one lesion (an id prefixed already, by an earlier combination, is kept).
+    An image already seen in an earlier manifest, by its ISIC id (HAM10000 is also in the ISIC
+    Archive, resized) or by its bytes, is kept once: the later copy is left out **with every
+    image of its lesion and patient** in that later source, since those are the same lesion as
+    images kept; all left out are the second table. Two other ids that clash ("img001" in two
+    folders, different images) are both kept, the later one's id prefixed with its source.
     """
     frames = []
     for manifest in manifests:
         frame = manifest.copy()
         for column in ("lesion_id", "patient_id"):
-            known = frame[column].notna() & (frame[column].astype(str) != "")
-            prefixed = frame["source"] + ":" + frame[column].astype(str)
+            text = frame[column].map(lambda value: "" if pd.isna(value) else str(value))
+            known = (text != "") & ~pd.Series(
+                [value.startswith(f"{source}:") for value, source in zip(text, frame["source"])],
+                index=frame.index, dtype=bool)
+            prefixed = frame["source"] + ":" + text
             frame[column] = frame[column].astype(object).where(~known, prefixed)
         frames.append(frame)
     combined = pd.concat(frames, ignore_index=True)
-    repeated = combined["image_id"].duplicated(keep="first")
+    same_bytes = combined["source_sha256"].duplicated(keep="first")
+    clash = combined["image_id"].duplicated(keep="first")
+    isic = combined["image_id"].astype(str).str.fullmatch(sources.ISIC_ID.pattern)
+    renamed = clash & ~isic & ~same_bytes
+    combined.loc[renamed, "image_id"] = combined["source"] + ":" + combined["image_id"].astype(str)
+    repeated = (clash & ~renamed) | same_bytes
     for column in ("lesion_id", "patient_id"):  # the rest of each repeated image's lesion
         ids = set(combined.loc[repeated, column].dropna()) - {""}
         repeated |= combined[column].isin(ids)
     return combined[~repeated].reset_index(drop=True), combined[repeated].reset_index(drop=True)
+
+
+REPEATED = "also in an earlier source"
+
+
+def build_combined(settings: Settings, built: list[Dataset]) -> Dataset:
+    """One manifest of several sources' builds (one per ``settings.parts()``, in that order), in
+    ``data/``, as :func:`combine` joins them; each source's rejects and duplicates, and the images
+    left out as repeats, in ``data/rejected.csv`` and ``data/duplicates.csv``."""
+    parts = [part.manifest.assign(path=[Path(p).relative_to(settings.data_dir).as_posix()
+                                        for p in part.manifest["path"]]) for part in built]
+    manifest, repeated = combine(parts)
+    rejected = pd.concat([part.rejected for part in built] + [pd.DataFrame(
+        {"image_id": repeated["image_id"], "label": repeated["label"], "lesion_id": repeated["lesion_id"],
+         "original_path": repeated["original_path"], "reason": REPEATED,
+         "detail": [f"{source}: the same image (ISIC id or bytes), or another of its lesion or "
+                    "patient, is in an earlier source, and is kept there once" for source in repeated["source"]]},
+        columns=REJECTED_COLUMNS)], ignore_index=True)
+    duplicates = pd.concat([part.duplicates for part in built], ignore_index=True)
+    duplicates["kept_in_use"] = duplicates["kept"].isin(set(manifest["image_id"]))
+    available = sum((part.available for part in built), pd.Series(0, index=CLASSES))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.dataset_info_path.unlink(missing_ok=True)  # no manifest vouches for half a build
+    for path, table in {settings.rejected_path: rejected, settings.duplicates_path: duplicates,
+                        settings.manifest_path: manifest}.items():
+        fsutil.write_atomic(path, lambda out, table=table: table.to_csv(out, index=False))
+    _remove_stale(settings.train_dir, set())  # a one-source build's images: this one has none there
+    fsutil.write_json_atomic(settings.dataset_info_path, {  # last: it marks the build complete
+        "source": str(settings.data_source), "layout": "+".join(part.layout for part in built),
+        "profile": settings.profile, "per_class_limit": settings.per_class_limit, "seed": settings.seed,
+        "counts": manifest["label"].value_counts().reindex(CLASSES, fill_value=0).to_dict(),
+        "available": available.to_dict(), "rejected": len(rejected),
+        "sources": {part.source: int((manifest["source"] == part.source).sum()) for part in built},
+        "repeated": len(repeated),  # images in use per source, and those left out as repeats
+        "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    return Dataset(_with_absolute_paths(manifest, settings), rejected, duplicates, available,
+                   settings.source_name, "+".join(part.layout for part in built))
 
 
 def _built_info(settings: Settings) -> dict:

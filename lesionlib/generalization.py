@@ -31,7 +31,7 @@ from .training import HeadConfig, TrainedHead, arrays, train_head
 
 @dataclass
 class Sources:
-    """The images of the main source (notebooks 01–05) and, if set, of the external one."""
+    """The images of the main source, or sources (notebooks 01–05), and, if set, of the external one."""
 
     manifest: pd.DataFrame  # every source's images, with their ``source``
     main: str
@@ -54,7 +54,7 @@ class Sources:
             return (f"Only {self.main}: no external source, so nothing can be held out. Set "
                     "LESIONLIB_EXTERNAL_SOURCE to a folder of images from another collection "
                     "(any layout notebook 01 reads) to measure generalisation.")
-        text = f"main source {self.main}, held-out source {self.external}"
+        text = f"trained on {self.main.replace('+', ' and ')}, held-out source {self.external}"
         if len(self.repeated):
             text += (f"; {len(self.repeated)} images of {self.external} are left out: they, or "
                      f"other images of their lesion, are also in {self.main} (same ISIC id)")

@@ -93,17 +93,21 @@ def make(settings: Settings, target: Path, progress: bool = True) -> dict:
     if not target.parent.is_dir():  # before the collection, which can be a long download
         raise PackError(f"No folder {target.parent} to write {target.name} into: create it, or "
                         "give another path.")
-    main = dataset.prepare(settings, progress)
+    built = [dataset.prepare(part, progress) for part in settings.parts()]  # each source's
+    if len(built) > 1:
+        dataset.build_combined(settings, built)  # and data/ as notebook 01 leaves it
     external = dataset.prepare(settings.external(), progress) if settings.external_source else None
     name, backbone_folder = _backbone_folder(settings)
     # Staging beside the pack, named with this process's id: one left by a kill is swept later.
     with fsutil.temporary_folder(target) as staging:
         info = {"format": FORMAT, "lesionlib": __version__, "profile": settings.profile,
                 "made": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "data": f"data/{main.source}",
-                "counts": _write_collection(main, staging / "data" / main.source),
                 "external": None, "external_counts": None,
                 "backbone": f"backbone/{name}" if backbone_folder else name}
+        counts = {f"data/{part.source}": _write_collection(part, staging / "data" / part.source)
+                  for part in built}  # several sources stay several, each with its name
+        info["data"], info["counts"] = (next(iter(counts)), next(iter(counts.values()))) \
+            if len(counts) == 1 else (list(counts), counts)
         if external is not None:
             info["external"] = f"external/{external.source}"
             info["external_counts"] = _write_collection(external, staging / info["external"])
@@ -251,7 +255,9 @@ def _pack_info(archive: zipfile.ZipFile, path: Path, sums: dict[str, str]) -> di
             raise refuse(f"gives {key} {_shown(value)}, which is no {'folder' if folder else 'file'} "
                          "inside the pack")
 
-    inside("data", info.get("data"), True)
+    data = info.get("data")
+    for value in data if isinstance(data, list) and data else [data]:  # one source, or several
+        inside("data", value, True)
     if "external" not in info or info["external"] is not None:
         inside("external", info.get("external"), True)
     backbone = info.get("backbone")

@@ -8,7 +8,8 @@ variable                   meaning
 ``LESIONLIB_PROFILE``      ``smoke`` | ``workshop`` (default) | ``full``
 ``LESIONLIB_DATA_SOURCE``  ``isic-archive`` (download), ``isic-archive:collection=<id>``
                            (download from one of the archive's collections), ``synthetic``,
-                           or a local folder
+                           or a local folder; or several of these, separated by commas, to
+                           train on several collections at once
 ``LESIONLIB_EXTERNAL_SOURCE`` a second collection for notebook 06: a local folder,
                            ``isic-archive:collection=<id>``, ``synthetic-other-clinic`` or
                            ``none``
@@ -47,6 +48,7 @@ ISIC_ARCHIVE = "isic-archive"
 # One of the archive's collections (its number, as on the archive's Collections page).
 ISIC_COLLECTION = re.compile(r"isic-archive:collection=([1-9]\d{0,8})")
 SYNTHETIC = "synthetic"
+SEPARATOR = ","  # between the sources of a LESIONLIB_DATA_SOURCE that names several
 # The smoke profile's second collection: the synthetic drawings as another clinic's camera
 # would take them (another light, softer focus, closer framing). For notebook 06.
 SYNTHETIC_OTHER_CLINIC = "synthetic-other-clinic"
@@ -73,7 +75,7 @@ class Profile:
     """What a profile chooses when the environment does not say otherwise."""
 
     name: str
-    data_source: str
+    data_source: str  # one source, or several separated by SEPARATOR
     per_class_limit: int | None  # None: every image the source has
     backbone: str
     isic_file: str  # which file of each ISIC image to download: "thumbnail_256" or "full"
@@ -99,7 +101,13 @@ class Profile:
 # within chance of each other. That row was added after the others had been scored on the
 # held-out collections too (notebook 06 says why and what it means). Notebook 03 runs the recipe
 # with batches of 16 (the benchmark: 32) and the head settings it chose itself, on whatever the
-# data source holds (the benchmark: HAM10000 only). The smoke profile ships its fine-tuned
+# data source holds (the benchmark: HAM10000 only).
+# The full profile learns from two of the archive's collections, three clinics: HAM10000
+# (212: Vienna, Queensland) and BCN20000 (249: Barcelona), and holds a fourth clinic out whole
+# for notebook 06: Hospital Italiano de Buenos Aires 2019-2022 (251). They were picked for what
+# they are (large, dermoscopic, each from other clinics), never by a score: no model has been
+# trained on them here, where the archive cannot be reached. The numbers are the archive's
+# (`isic collection list`, isic-cli). The smoke profile ships its fine-tuned
 # network too, so that the tests run that path through notebooks 04 and 05; the workshop's
 # real-data tests run the frozen one.
 WORKSHOP_PREPARATION = Preprocessing(crop=True, resolution=128)
@@ -111,8 +119,11 @@ PROFILE_TABLE: dict[str, Profile] = {
     "workshop": Profile("workshop", ISIC_ARCHIVE, 500, "mobilenet_v2_100_224", "thumbnail_256",
                         "real ISIC images, up to 500 per class, MobileNet V2: a laptop CPU",
                         WORKSHOP_PREPARATION),
-    "full": Profile("full", ISIC_ARCHIVE, None, "mobilenet_v2_100_224", "full",
-                    "every available image, MobileNet V2 fine-tuned from block 13: hours on a CPU",
+    "full": Profile("full", "isic-archive:collection=212,isic-archive:collection=249", None,
+                    "mobilenet_v2_100_224", "full",
+                    "every image of HAM10000 and BCN20000, MobileNet V2 fine-tuned from block 13: "
+                    "hours on a CPU",
+                    external_source="isic-archive:collection=251",
                     fine_tuning=FineTuning(first_block=13, epochs=15, learning_rate=1e-4, ships=True)),
 }
 
@@ -127,7 +138,7 @@ class Settings:
 
     profile: str
     home: Path
-    data_source: str | Path  # ISIC_ARCHIVE, SYNTHETIC or an existing folder
+    data_sources: tuple[str | Path, ...]  # each ISIC_ARCHIVE, a collection, SYNTHETIC or a folder
     backbone: str
     per_class_limit: int | None
     isic_api: str
@@ -143,6 +154,25 @@ class Settings:
     # Larger images are refused as decompression bombs: Pillow's own limit (89.5 megapixels),
     # far above any dermoscope's output.
     max_image_pixels: int = 89_478_485
+
+    @property
+    def data_source(self) -> str | Path:
+        """The training source, or the sources as LESIONLIB_DATA_SOURCE names them when there
+        are several: what the manifest, the head and the report are said to come from."""
+        if len(self.data_sources) == 1:
+            return self.data_sources[0]
+        return SEPARATOR.join(str(source) for source in self.data_sources)
+
+    def parts(self) -> list[Settings]:
+        """One settings per training source: these settings when there is one; for several,
+        each source's own, its images and manifest in ``data/sources/<name>/`` (notebook 01
+        builds each, then one manifest of them all in ``data/``). The per-class cap is each
+        source's."""
+        if len(self.data_sources) == 1:
+            return [self]
+        return [replace(self, data_sources=(source,), external_source=None,
+                        data_root=self.home / "data" / "sources" / _name(source))
+                for source in self.data_sources]
 
     @property
     def data_dir(self) -> Path:
@@ -225,8 +255,8 @@ class Settings:
 
     @property
     def source_name(self) -> str:
-        """A short name of the data source for tables and file names."""
-        return _name(self.data_source)
+        """A short name of the data source (or sources, joined by ``+``) for tables and file names."""
+        return "+".join(_name(source) for source in self.data_sources)
 
     def external(self) -> Settings:
         """These settings for the external source (notebook 06): its own manifest and images
@@ -234,7 +264,7 @@ class Settings:
         if self.external_source is None:
             raise SettingsError("No external source: set LESIONLIB_EXTERNAL_SOURCE to a folder of "
                                 "images from another collection than LESIONLIB_DATA_SOURCE.")
-        return replace(self, data_source=self.external_source, external_source=None,
+        return replace(self, data_sources=(self.external_source,), external_source=None,
                        data_root=self.home / "data" / "external" / _name(self.external_source))
 
     def as_table(self) -> dict[str, str]:
@@ -310,6 +340,26 @@ def _source(variable: str, value: str, home: Path, names: dict[str, str]) -> str
     return folder
 
 
+def _sources(value: str, home: Path) -> tuple[str | Path, ...]:
+    """LESIONLIB_DATA_SOURCE: one source, or several separated by commas (a folder whose own
+    name holds a comma is taken whole), each as :func:`_source` reads it; no two alike."""
+    names = {ISIC_ARCHIVE: "to download", SYNTHETIC: "for generated images"}
+    if SEPARATOR not in value or _resolve(value, home).is_dir():
+        return (_source("LESIONLIB_DATA_SOURCE", value, home, names),)
+    found = tuple(_source("LESIONLIB_DATA_SOURCE", part.strip(), home, names)
+                  for part in value.split(SEPARATOR) if part.strip())
+    named = [_name(source) for source in found]
+    again = next((name for name in named if named.count(name) > 1), None)
+    if again is not None:
+        raise SettingsError(f"LESIONLIB_DATA_SOURCE={value!r} names {again!r} twice (or two folders "
+                            "of that name, which tables and folders could not tell apart): name "
+                            "each source once, and rename a folder if two share a name.")
+    if not found:
+        raise SettingsError(f"LESIONLIB_DATA_SOURCE={value!r} names no source: give one, or "
+                            "several separated by commas.")
+    return found
+
+
 def _keras_weights(value: str, home: Path) -> str | Path | None:
     """LESIONLIB_KERAS_WEIGHTS: ``imagenet``, ``none`` (None) or an existing weights file."""
     if value.lower() in (IMAGENET, NO_SOURCE):
@@ -332,14 +382,16 @@ def _pack_defaults(home: Path, profile: str) -> tuple[Path | None, dict[str, str
         if info["profile"] != profile:
             return None, {}
         backbone = info["backbone"]  # "backbone/<folder>", or the name of a built-in network
-        folders = [info["data"]] + ([backbone] if "/" in backbone else []) + [info["external"] or ""]
+        data = info["data"] if isinstance(info["data"], list) else [info["data"]]  # one or several
+        folders = data + ([backbone] if "/" in backbone else []) + [info["external"] or ""]
         missing = [name for name in folders if name and not (folder / name).is_dir()]
         if missing:
             raise SettingsError(f"The workshop pack in {folder} has lost {missing[0]}/: unpack the "
                                 "pack again (`lesionlib unpack PACK.zip`), or delete that folder.")
         # A pack made without a second collection has none, whatever the profile's default.
         external = str(folder / info["external"]) if info["external"] else NO_SOURCE
-        defaults = {"LESIONLIB_DATA_SOURCE": str(folder / info["data"]),
+        # Relative to home, where relative paths start: no comma of home's own path splits it.
+        defaults = {"LESIONLIB_DATA_SOURCE": SEPARATOR.join(f"{folder.name}/{name}" for name in data),
                     "LESIONLIB_BACKBONE": str(folder / backbone) if "/" in backbone else backbone,
                     "LESIONLIB_EXTERNAL_SOURCE": external}
         if info.get("keras_weights"):  # packs made before fine-tuning have none
@@ -367,20 +419,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     pack_used = any(not env.get(name, "").strip() for name in pack_defaults)
     env = {**pack_defaults, **{name: value for name, value in env.items() if value.strip()}}
 
-    data_source = _source("LESIONLIB_DATA_SOURCE",
-                          env.get("LESIONLIB_DATA_SOURCE", "").strip() or profile.data_source, home,
-                          {ISIC_ARCHIVE: "to download", SYNTHETIC: "for generated images"})
+    data_sources = _sources(env.get("LESIONLIB_DATA_SOURCE", "").strip() or profile.data_source, home)
     external_value = env.get("LESIONLIB_EXTERNAL_SOURCE", "").strip() or profile.external_source
     external_source = None if external_value == NO_SOURCE else _source(
         "LESIONLIB_EXTERNAL_SOURCE", external_value, home,
         {SYNTHETIC_OTHER_CLINIC: "for generated images from another 'camera'", NO_SOURCE: "for none"})
-    if external_source is not None and external_source == data_source:
-        raise SettingsError(f"LESIONLIB_EXTERNAL_SOURCE is the same as LESIONLIB_DATA_SOURCE "
-                            f"({data_source}): generalisation is measured on another collection.")
-    if external_source is not None and _name(external_source) == _name(data_source):
-        raise SettingsError(f"LESIONLIB_DATA_SOURCE ({data_source}) and LESIONLIB_EXTERNAL_SOURCE "
-                            f"({external_source}) have the same name, {_name(data_source)!r}, which "
-                            "tables and folders use to tell them apart: rename one folder.")
+    for data_source in data_sources if external_source is not None else ():
+        if external_source == data_source:
+            raise SettingsError(f"LESIONLIB_EXTERNAL_SOURCE is also in LESIONLIB_DATA_SOURCE "
+                                f"({data_source}): generalisation is measured on a collection "
+                                "never trained on.")
+        if _name(external_source) == _name(data_source):
+            raise SettingsError(f"LESIONLIB_DATA_SOURCE ({data_source}) and LESIONLIB_EXTERNAL_SOURCE "
+                                f"({external_source}) have the same name, {_name(data_source)!r}, which "
+                                "tables and folders use to tell them apart: rename one folder.")
 
     backbone = env.get("LESIONLIB_BACKBONE", "").strip() or profile.backbone
     if _resolve(backbone, home).is_dir():  # a local model folder; handles and names stay as given
@@ -390,7 +442,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         profile=profile_name,
         home=home,
-        data_source=data_source,
+        data_sources=data_sources,
         backbone=backbone,
         per_class_limit=profile.per_class_limit,
         isic_api=(env.get("LESIONLIB_ISIC_API", "").strip() or DEFAULT_ISIC_API).rstrip("/") + "/",

@@ -24,7 +24,7 @@ def test_external_source_settings(make_settings, cc0_sample):
     assert external.data_dir == smoke.home / "data" / "external" / cc0_sample.name
     assert external.manifest_path.parent == external.data_dir
     assert external.cache_dir == smoke.cache_dir  # networks and bottlenecks are shared
-    with pytest.raises(SettingsError, match="same as LESIONLIB_DATA_SOURCE"):
+    with pytest.raises(SettingsError, match="also in LESIONLIB_DATA_SOURCE"):
         make_settings(data_source=str(cc0_sample), external_source=str(cc0_sample))
     with pytest.raises(SettingsError, match="LESIONLIB_EXTERNAL_SOURCE='nowhere'"):
         make_settings(profile="smoke", external_source="nowhere")
@@ -68,15 +68,25 @@ def test_the_other_camera_is_warmer(smoke_sources):
 
 
 def test_combine_prefixes_ids_and_keeps_an_image_once():
-    first = pd.DataFrame({"image_id": ["ISIC_1", "ISIC_2"], "lesion_id": ["L1", ""],
-                          "patient_id": [None, "P1"], "source": "a", "label": "benign"})
-    second = pd.DataFrame({"image_id": ["ISIC_2", "ISIC_3"], "lesion_id": ["L1", "L2"],
-                           "patient_id": ["P1", None], "source": "b", "label": "malignant"})
+    first = pd.DataFrame({"image_id": ["ISIC_0000001", "ISIC_0000002", "img001"], "lesion_id": ["L1", "", "L9"],
+                          "patient_id": [None, "P1", None], "source": "a", "label": "benign",
+                          "source_sha256": ["h1", "h2", "h9"]})
+    # ISIC_0000002 again (resized: other bytes) and h9 again (the same bytes, another name): both one
+    # image kept once, with their lesions; img001 here is another image of the same name.
+    second = pd.DataFrame({"image_id": ["ISIC_0000002", "ISIC_0000003", "copy", "ISIC_0000004", "img001"],
+                           "lesion_id": ["L1", "L2", "L7", "L7", "L8"],
+                           "patient_id": ["P1", None, None, None, None], "source": "b",
+                           "label": "malignant", "source_sha256": ["x2", "h3", "h9", "h4", "h8"]})
     combined, repeated = dataset.combine([first, second])
-    assert list(combined["image_id"]) == ["ISIC_1", "ISIC_2", "ISIC_3"]
-    assert list(combined["lesion_id"]) == ["a:L1", "", "b:L2"]  # b's L1 is not a's L1
+    assert list(combined["image_id"]) == ["ISIC_0000001", "ISIC_0000002", "img001", "ISIC_0000003", "b:img001"]
+    assert list(combined["lesion_id"]) == ["a:L1", "", "a:L9", "b:L2", "b:L8"]  # b's L1 is not a's L1
     assert combined["patient_id"].tolist()[1] == "a:P1" and pd.isna(combined["patient_id"].tolist()[0])
-    assert list(repeated["image_id"]) == ["ISIC_2"] and list(repeated["source"]) == ["b"]
+    assert list(repeated["image_id"]) == ["ISIC_0000002", "copy", "ISIC_0000004"] and set(repeated["source"]) == {"b"}
+    # Combined again (notebook 06 adds its held-out source to a combined manifest): ids stay.
+    again, _ = dataset.combine([combined, pd.DataFrame(
+        {"image_id": ["ISIC_0000005"], "lesion_id": ["L1"], "patient_id": [None], "source": "c",
+         "label": "benign", "source_sha256": ["h5"]})])
+    assert list(again["lesion_id"]) == ["a:L1", "", "a:L9", "b:L2", "b:L8", "c:L1"]
 
 
 def test_holding_a_source_out(smoke_sources):
@@ -183,13 +193,14 @@ def test_without_an_external_source_the_main_one_is_split_as_usual(make_settings
 
 
 def test_a_repeated_image_takes_its_whole_lesion_along():
-    first = pd.DataFrame({"image_id": ["ISIC_1"], "lesion_id": ["L9"], "patient_id": [None],
-                          "source": "a", "label": "malignant"})
-    second = pd.DataFrame({"image_id": ["ISIC_1", "ISIC_5", "ISIC_6"], "lesion_id": ["L1", "L1", "L2"],
-                           "patient_id": [None, None, None], "source": "b", "label": "malignant"})
+    first = pd.DataFrame({"image_id": ["ISIC_0000001"], "lesion_id": ["L9"], "patient_id": [None],
+                          "source": "a", "label": "malignant", "source_sha256": ["h1"]})
+    second = pd.DataFrame({"image_id": ["ISIC_0000001", "ISIC_0000005", "ISIC_0000006"],
+                           "lesion_id": ["L1", "L1", "L2"], "patient_id": [None, None, None],
+                           "source": "b", "label": "malignant", "source_sha256": ["h1", "h5", "h6"]})
     combined, left_out = dataset.combine([first, second])
-    assert list(combined["image_id"]) == ["ISIC_1", "ISIC_6"]  # ISIC_5 is the same lesion as ISIC_1
-    assert list(left_out["image_id"]) == ["ISIC_1", "ISIC_5"]
+    assert list(combined["image_id"]) == ["ISIC_0000001", "ISIC_0000006"]  # 5: the lesion of 1
+    assert list(left_out["image_id"]) == ["ISIC_0000001", "ISIC_0000005"]
 
 
 def test_one_source_is_split_exactly_as_before(trained_smoke, smoke_sources):

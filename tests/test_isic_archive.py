@@ -610,6 +610,54 @@ def test_notebook_01_downloads_the_collections_its_settings_name(archive, tmp_pa
     assert all(archive.image(Path(i).stem).collections == {202} for i in other["path"])
 
 
+def test_the_full_profile_learns_from_whole_collections_and_holds_one_out(tmp_path, cc0_sample):
+    """Issue 13, point 3: with no variable but the archive's address, the full profile takes
+    every image of HAM10000 (212) and BCN20000 (249), one manifest of both, and holds the
+    Buenos Aires collection (251) out whole for notebook 06."""
+    from lesionlib import generalization, splits
+    from lesionlib.settings import load_settings
+    from tests.isic_server import FakeArchive, images_from_shared
+
+    found = images_from_shared(cc0_sample, count=90)
+    for number, image in enumerate(found):
+        image.collections = {(212, 249, 251)[number % 3]}
+    found[0].collections = {212, 249}  # in both (as in the archive's challenge collections): kept once
+    server = FakeArchive(found, {212: "HAM10000", 249: "BCN20000", 251: "HIBA 2019-2022"}).start()
+    try:
+        settings = load_settings({"LESIONLIB_HOME": str(tmp_path), "LESIONLIB_PROFILE": "full",
+                                  "LESIONLIB_ISIC_API": server.api})
+        assert [part.source_name for part in settings.parts()] == [
+            "isic-archive-collection-212", "isic-archive-collection-249"]
+        built = dataset.prepare(settings, progress=False)
+        sources = generalization.load_sources(settings, progress=False)
+    finally:
+        server.stop()
+    manifest = dataset.load_manifest(settings)
+    in_collection = {c: {i.isic_id for i in found if c in i.collections} for c in (212, 249, 251)}
+    by_source = manifest.groupby("source")["image_id"].agg(set)
+    assert by_source["isic-archive-collection-212"] == in_collection[212]  # every image, not a sample
+    assert by_source["isic-archive-collection-249"] == in_collection[249] - {found[0].isic_id}
+    assert (settings.data_dir / "sources" / "isic-archive-collection-249" / "manifest.csv").is_file()
+    assert all(Path(p).is_file() and settings.data_dir in Path(p).parents for p in manifest["path"])
+    assert list(built.rejected["image_id"]) == [found[0].isic_id]
+    assert built.rejected["reason"].tolist() == [dataset.REPEATED]
+    info = dataset.dataset_info(settings)
+    assert info["source"] == "isic-archive:collection=212,isic-archive:collection=249"
+    assert info["sources"] == {"isic-archive-collection-212": 30, "isic-archive-collection-249": 30}
+    part = splits.grouped_split(manifest, seed=settings.seed)  # notebook 03's: every source in each part
+    assert (pd.crosstab(part, manifest["source"]) > 0).all().all()
+    held = sources.split(seed=settings.seed)
+    is_251 = sources.manifest["source"] == "isic-archive-collection-251"
+    assert set(sources.manifest.loc[is_251, "image_id"]) == in_collection[251]
+    assert (held[is_251] == splits.HELD_OUT).all() and not (held[~is_251] == splits.HELD_OUT).any()
+
+
+def test_the_full_profile_will_not_take_all_of_the_archive(make_settings):
+    settings = make_settings(profile="full", data_source="isic-archive")
+    with pytest.raises(dataset.ManifestError, match="name collections instead"):
+        dataset.raw_folder(settings)
+
+
 @pytest.mark.parametrize("value, problem", [
     ("isic-archive:collection=abc", "by its number"), ("isic-archive:66", "by its number"),
     ("isic-archive:collection=0", "by its number")])

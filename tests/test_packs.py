@@ -252,6 +252,19 @@ def test_unpacking_again_repairs_an_unpacked_pack(smoke_pack, tmp_path, monkeypa
     assert _settings(home, profile="smoke").data_source == home / "pack" / "data" / "synthetic"
 
 
+def test_a_pack_of_several_sources_keeps_them_apart(tmp_path, cc0_sample):
+    instructor = _settings(tmp_path / "instructor", profile="smoke", data_source=f"synthetic,{cc0_sample}")
+    info = packs.make(instructor, tmp_path / "x.zip", progress=False)
+    assert info["data"] == ["data/synthetic", "data/isic-cc0-sample"] and set(info["counts"]) == set(info["data"])
+    home = tmp_path / "student"
+    packs.unpack(tmp_path / "x.zip", home)
+    student = _settings(home, profile="smoke")
+    assert student.data_sources == (home / "pack" / "data" / "synthetic", home / "pack" / "data" / "isic-cc0-sample")
+    built = dataset.prepare(student, progress=False)
+    _same_images(built.manifest, dataset.load_manifest(instructor))  # ids prefixed by the same names
+    assert set(built.manifest["source"]) == {"synthetic", "isic-cc0-sample"}
+
+
 def test_a_pack_without_a_second_collection_gives_none(tmp_path):
     instructor = _settings(tmp_path / "instructor", profile="smoke", external_source="none")
     with pytest.raises(packs.PackError, match="No folder .*missing to write x.zip into: create it"):

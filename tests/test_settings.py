@@ -43,6 +43,35 @@ def test_relative_paths_start_at_home(tmp_path):
     assert settings.source_name == "images"
 
 
+def test_several_sources_are_named_with_commas(tmp_path):
+    for name in ("vienna", "porto", "a,b"):
+        (tmp_path / name).mkdir()
+    home = str(tmp_path / "home")
+    settings = load_settings({"LESIONLIB_HOME": home, "LESIONLIB_DATA_SOURCE": "../vienna, isic-archive:collection=249"})
+    assert settings.data_sources == (tmp_path / "vienna", "isic-archive:collection=249")
+    assert settings.data_source == f"{tmp_path / 'vienna'},isic-archive:collection=249"
+    assert settings.source_name == "vienna+isic-archive-collection-249"
+    first, second = settings.parts()
+    assert first.data_source == tmp_path / "vienna" and second.data_source == "isic-archive:collection=249"
+    assert first.data_dir == tmp_path / "home" / "data" / "sources" / "vienna"
+    assert second.cache_dir == settings.cache_dir and second.external_source is None
+    one = load_settings({"LESIONLIB_HOME": home, "LESIONLIB_DATA_SOURCE": "../a,b"})
+    assert one.data_sources == (tmp_path / "a,b",) and one.parts() == [one]  # a folder's name, whole
+    for value, problem in [("../vienna,isic-archive:collection=249,../vienna", "twice"),
+                           ("../vienna,../nowhere", "no folder at"), (",", "names no source")]:
+        with pytest.raises(SettingsError, match=problem):
+            load_settings({"LESIONLIB_HOME": home, "LESIONLIB_DATA_SOURCE": value})
+    with pytest.raises(SettingsError, match="never trained on"):
+        load_settings({"LESIONLIB_HOME": home, "LESIONLIB_DATA_SOURCE": "../vienna,../porto",
+                       "LESIONLIB_EXTERNAL_SOURCE": "../porto"})
+
+
+def test_the_full_profile_learns_from_two_collections_and_holds_a_third_out(tmp_path):
+    full = load_settings({"LESIONLIB_HOME": str(tmp_path), "LESIONLIB_PROFILE": "full"})
+    assert full.data_sources == ("isic-archive:collection=212", "isic-archive:collection=249")
+    assert full.external_source == "isic-archive:collection=251"
+
+
 def test_a_handle_backbone_is_kept_as_given(tmp_path):
     handle = "https://tfhub.dev/google/imagenet/mobilenet_v3_small_100_224/feature_vector/5"
     settings = load_settings({"LESIONLIB_HOME": str(tmp_path), "LESIONLIB_BACKBONE": handle})
