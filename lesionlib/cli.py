@@ -101,7 +101,10 @@ def _pack(args: argparse.Namespace) -> int:
     info = packs.make(settings, args.archive, progress=not args.quiet)
     size = args.archive.stat().st_size / 1e6
     external = f"{info['external']} {info['external_counts']}" if info["external"] else "no external source"
-    print(f"{args.archive}: {size:.1f} MB, profile {info['profile']}, {info['data']} {info['counts']}, "
+    several = isinstance(info["data"], list)  # several training collections: counts of each
+    collections = "; ".join(f"{name} {counts}" for name, counts in (
+        info["counts"].items() if several else [(info["data"], info["counts"])]))
+    print(f"{args.archive}: {size:.1f} MB, profile {info['profile']}, {collections}, "
           f"{external}, {info['backbone']}")
     print("On each laptop, in the course's folder: lesionlib unpack " + args.archive.name)
     return 0

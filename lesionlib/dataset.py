@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ class Dataset:
     available: pd.Series  # usable images per class before the per-class cap
     source: str
     layout: str
+    parts: tuple[Dataset, ...] = ()  # for several sources: each one's own build
 
 
 def raw_folder(settings: Settings, progress: bool = True) -> Path:
@@ -81,10 +83,19 @@ def raw_folder(settings: Settings, progress: bool = True) -> Path:
                                 "isic-archive:collection=249), or download once with isic-cli "
                                 "(`isic image download --search 'diagnosis_1:\"Malignant\"' DIR`) "
                                 "and set LESIONLIB_DATA_SOURCE=DIR.")
-        return isic_archive.download_classes(
+        folder = isic_archive.download_classes(
             settings.isic_api, settings.downloads_dir / settings.source_name,
             per_class=settings.per_class_limit or isic_archive.MAX_PER_CLASS,
             file_kind=settings.isic_file, progress=progress, seed=settings.seed, collection=collection)
+        drawn = json.loads((folder / isic_archive.DOWNLOAD_FILE).read_text(encoding="utf-8"))["classes"]
+        over = {label: how["matching"] for label, how in drawn.items()
+                if how.get("matching", 0) > isic_archive.MAX_PER_CLASS}
+        if settings.per_class_limit is None and over:
+            warnings.warn(f"{settings.data_source} holds more images than one search reads: "
+                          + ", ".join(f"{n:,} {label}" for label, n in over.items())
+                          + f"; a seeded sample of {isic_archive.MAX_PER_CLASS:,} of each was taken, "
+                          "not every image.", stacklevel=2)
+        return folder
     return Path(settings.data_source)
 
 
@@ -246,6 +257,8 @@ def _file_names(frame: pd.DataFrame) -> list[str]:
 def build_manifest(candidates: pd.DataFrame, settings: Settings, source: str, layout: str,
                    progress: bool = True) -> Dataset:
     """Check, de-duplicate, choose and lay out ``candidates``; write manifest, rejects and info."""
+    if settings.whole_dir is not None:  # one of several sources: their manifest vouches no more
+        (settings.whole_dir / settings.dataset_info_path.name).unlink(missing_ok=True)
     frame, accepted, rejected, duplicates = _check(candidates, settings.max_image_pixels, progress)
     frame["image_id"] = _file_names(frame)
     checked_by_id = dict(zip(frame["image_id"], accepted))
@@ -375,8 +388,13 @@ def combine(manifests: list[pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
     images kept; all left out are the second table. Two other ids that clash ("img001" in two
     folders, different images) are both kept, the later one's id prefixed with its source.
     """
-    frames = []
+    frames, seen = [], set()
     for manifest in manifests:
+        again = seen & set(manifest["source"])
+        if again:  # its ids, prefixed already, would make it a repeat of itself: all left out
+            raise ValueError(f"{sorted(again)[0]} is in two of the manifests combined: give each "
+                             "source once.")
+        seen |= set(manifest["source"])
         frame = manifest.copy()
         for column in ("lesion_id", "patient_id"):
             text = frame[column].map(lambda value: "" if pd.isna(value) else str(value))
@@ -434,7 +452,7 @@ def build_combined(settings: Settings, built: list[Dataset]) -> Dataset:
         "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
     return Dataset(_with_absolute_paths(manifest, settings), rejected, duplicates, available,
-                   settings.source_name, "+".join(part.layout for part in built))
+                   settings.source_name, "+".join(part.layout for part in built), tuple(built))
 
 
 def _built_info(settings: Settings) -> dict:

@@ -57,7 +57,7 @@ class Sources:
         text = f"trained on {self.main.replace('+', ' and ')}, held-out source {self.external}"
         if len(self.repeated):
             text += (f"; {len(self.repeated)} images of {self.external} are left out: they, or "
-                     f"other images of their lesion, are also in {self.main} (same ISIC id)")
+                     f"other images of their lesion, are also in {self.main} (same ISIC id or same bytes)")
         return text
 
 

@@ -77,7 +77,8 @@ FILE_DEADLINE = 300.0  # seconds for one file, all attempts and pauses included
 MAX_RETRY_AFTER = 30.0  # longest Retry-After (429/503) waited for; a longer one is an error
 MAX_PAGES = 200  # search pages followed for one query
 # Images of one class taken at most (the full profile's "every image" of a collection): as many
-# as one search may read, more than any collection's class holds today (BCN20000 ~19,000 in all).
+# as one search may read. More than HAM10000 or BCN20000 hold (~19,000 in all); a larger
+# collection (the 2020 challenge's, ~33,000 benign) gives a sample of it, with a warning.
 MAX_PER_CLASS = MAX_PAGES * PAGE_SIZE
 MAX_REDIRECTS = 10
 MAX_ID_DIGITS = 4  # final id digits that define one part of a class (10,000 parts at most)

@@ -164,9 +164,9 @@ def render(model_record: dict, metrics: dict, manifest: pd.DataFrame,
         "are folded into benign or malignant.",
         f"- Made from {len(manifest)} images, of which {metrics.get('test_images')} were kept for "
         "the test: the intervals above show how far the figures could move on other images "
-        "from the same source.",
-        "- Measured on one collection. Another clinic's images (other cameras, light and "
-        "patients) usually score lower.",
+        "from the same sources.",
+        "- Measured on unseen lesions of the training collections. Another clinic's images "
+        "(other cameras, light and patients) usually score lower.",
         "- Probabilities are not risks for a person: they depend on how common each class was in "
         "the training data.",
         "",

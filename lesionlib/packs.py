@@ -29,7 +29,7 @@ import pandas as pd
 
 from . import LesionlibError, __version__, backbones, dataset, fsutil, isic_archive
 from .images import sha256_of
-from .settings import PACK_FILE, PROFILE_TABLE, Settings
+from .settings import PACK_FILE, PROFILE_TABLE, Settings, pack_data_folders
 
 FORMAT = 1
 SUMS_FILE = "SHA256SUMS"
@@ -93,11 +93,25 @@ def make(settings: Settings, target: Path, progress: bool = True) -> dict:
     if not target.parent.is_dir():  # before the collection, which can be a long download
         raise PackError(f"No folder {target.parent} to write {target.name} into: create it, or "
                         "give another path.")
-    built = [dataset.prepare(part, progress) for part in settings.parts()]  # each source's
-    if len(built) > 1:
-        dataset.build_combined(settings, built)  # and data/ as notebook 01 leaves it
+    main = dataset.prepare(settings, progress)
+    built = list(main.parts) or [main]  # several sources travel as several collections
+    try:
+        pack_data_folders([f"data/{part.source}" for part in built])
+    except ValueError:
+        raise PackError(f"A pack's collections are named after their folders, and a comma in "
+                        f"{', '.join(part.source for part in built)} would split one in two: rename "
+                        "that folder.") from None
     external = dataset.prepare(settings.external(), progress) if settings.external_source else None
     name, backbone_folder = _backbone_folder(settings)
+    weights = backbones.keras_weights(settings)  # fine-tuning's; downloaded once if "imagenet"
+    images = [path for part in built + ([external] if external else []) for path in part.manifest["path"]]
+    size = sum(Path(path).stat().st_size for path in images) + sum(
+        path.stat().st_size for path in ([*backbone_folder.rglob("*")] if backbone_folder else []) +
+        ([Path(weights)] if weights else []) if path.is_file())
+    if size > MAX_TOTAL:  # before hours of writing a pack that no laptop would unpack
+        raise PackError(f"The pack would hold {size / 1e9:.1f} GB, more than `lesionlib unpack` takes "
+                        f"({MAX_TOTAL >> 30} GiB): pack the workshop profile (up to 500 images per "
+                        "class), or give each laptop the images and set LESIONLIB_DATA_SOURCE.")
     # Staging beside the pack, named with this process's id: one left by a kill is swept later.
     with fsutil.temporary_folder(target) as staging:
         info = {"format": FORMAT, "lesionlib": __version__, "profile": settings.profile,
@@ -113,7 +127,6 @@ def make(settings: Settings, target: Path, progress: bool = True) -> dict:
             info["external_counts"] = _write_collection(external, staging / info["external"])
         if backbone_folder is not None:
             shutil.copytree(backbone_folder, staging / info["backbone"])
-        weights = backbones.keras_weights(settings)  # fine-tuning's; downloaded once if "imagenet"
         info["keras_weights"] = f"keras/{Path(weights).name}" if weights else None
         if weights:
             (staging / "keras").mkdir()
@@ -129,8 +142,9 @@ def make(settings: Settings, target: Path, progress: bool = True) -> dict:
     return info
 
 
-# Limits of what `unpack` accepts. A workshop pack is 10-20 MB and a full one a few hundred MB
-# (HAM10000 at full size is ~3 GB): the limits leave ample room and stop zip bombs.
+# Limits of what `unpack` accepts. A workshop pack is 10-20 MB; the full profile's every image of
+# HAM10000 (~3 GB at full size) and BCN20000 is far more, so `make` refuses it before writing.
+# The limits leave room for any workshop and stop zip bombs.
 MAX_TOTAL = 4 << 30  # declared bytes of all files together
 MAX_RATIO = 100  # unpacked / packed size of one file above RATIO_FLOOR (SavedModels: ~12, JPEGs: ~1)
 RATIO_FLOOR = 1 << 20
@@ -255,8 +269,11 @@ def _pack_info(archive: zipfile.ZipFile, path: Path, sums: dict[str, str]) -> di
             raise refuse(f"gives {key} {_shown(value)}, which is no {'folder' if folder else 'file'} "
                          "inside the pack")
 
-    data = info.get("data")
-    for value in data if isinstance(data, list) and data else [data]:  # one source, or several
+    try:
+        data = pack_data_folders(info.get("data"))  # one collection, or several
+    except ValueError as error:
+        raise refuse(str(error)) from None
+    for value in data:
         inside("data", value, True)
     if "external" not in info or info["external"] is not None:
         inside("external", info.get("external"), True)

@@ -104,10 +104,11 @@ class Profile:
 # data source holds (the benchmark: HAM10000 only).
 # The full profile learns from two of the archive's collections, three clinics: HAM10000
 # (212: Vienna, Queensland) and BCN20000 (249: Barcelona), and holds a fourth clinic out whole
-# for notebook 06: Hospital Italiano de Buenos Aires 2019-2022 (251). They were picked for what
-# they are (large, dermoscopic, each from other clinics), never by a score: no model has been
-# trained on them here, where the archive cannot be reached. The numbers are the archive's
-# (`isic collection list`, isic-cli). The smoke profile ships its fine-tuned
+# for notebook 06: Hospital Italiano de Buenos Aires 2019-2022 (251, smaller, clinical and
+# dermoscopic images; the course keeps the dermoscopic ones). They were picked for what they
+# are (each from other clinics, the first two the archive's largest), never by a score: no model
+# has been trained on them here, where the archive cannot be reached. The numbers are the
+# archive's (`isic collection list`, isic-cli). The smoke profile ships its fine-tuned
 # network too, so that the tests run that path through notebooks 04 and 05; the workshop's
 # real-data tests run the frozen one.
 WORKSHOP_PREPARATION = Preprocessing(crop=True, resolution=128)
@@ -179,9 +180,18 @@ class Settings:
         return self.data_root or self.home / "data"
 
     @property
+    def whole_dir(self) -> Path | None:
+        """For one of several training sources (:meth:`parts`): the data folder of them all,
+        whose manifest lists this one's images too; else None."""
+        root = self.home / "data"
+        return root if self.data_root is not None and self.data_root.parent == root / "sources" else None
+
+    @property
     def downloads_dir(self) -> Path:
-        """Where raw ISIC downloads and the synthetic images are kept between runs."""
-        return self.data_dir / "downloads"
+        """Where raw ISIC downloads and the synthetic images are kept between runs: shared by
+        the training sources, one or several (each in its own folder by name), so going from
+        one to several downloads nothing again."""
+        return (self.whole_dir or self.data_dir) / "downloads"
 
     @property
     def manifest_path(self) -> Path:
@@ -346,8 +356,12 @@ def _sources(value: str, home: Path) -> tuple[str | Path, ...]:
     names = {ISIC_ARCHIVE: "to download", SYNTHETIC: "for generated images"}
     if SEPARATOR not in value or _resolve(value, home).is_dir():
         return (_source("LESIONLIB_DATA_SOURCE", value, home, names),)
-    found = tuple(_source("LESIONLIB_DATA_SOURCE", part.strip(), home, names)
-                  for part in value.split(SEPARATOR) if part.strip())
+    try:
+        found = tuple(_source("LESIONLIB_DATA_SOURCE", part.strip(), home, names)
+                      for part in value.split(SEPARATOR) if part.strip())
+    except SettingsError as error:
+        raise SettingsError(f"{error} (LESIONLIB_DATA_SOURCE={value!r} was read as several "
+                            "sources, separated by its commas.)") from None
     named = [_name(source) for source in found]
     again = next((name for name in named if named.count(name) > 1), None)
     if again is not None:
@@ -373,6 +387,22 @@ def _keras_weights(value: str, home: Path) -> str | Path | None:
     return path
 
 
+# A training collection in a pack: data/<name>, a plain name without a comma (which separates
+# the sources of LESIONLIB_DATA_SOURCE), never "." or "..".
+PACK_DATA = re.compile(r"data/(?!\.\.?$)[^/\\,\x00-\x1f\x7f]+")
+
+
+def pack_data_folders(value: object) -> list[str]:
+    """The training collections that ``data`` of a pack's ``pack.json`` names: one folder
+    ``data/<name>``, or a list of distinct ones; a ValueError for anything else."""
+    folders = value if isinstance(value, list) else [value]
+    if not folders or not all(isinstance(f, str) and PACK_DATA.fullmatch(f) for f in folders) \
+            or len(set(folders)) < len(folders):
+        raise ValueError(f"data is {str(value)[:200]!r}, not a folder data/<name> (no comma in the "
+                         "name) or a list of distinct ones")
+    return folders
+
+
 def _pack_defaults(home: Path, profile: str) -> tuple[Path | None, dict[str, str]]:
     """The unpacked pack in ``home/pack/`` and the settings it supplies, if it was made for
     ``profile`` (a pack of another profile holds other data and is left alone)."""
@@ -382,7 +412,7 @@ def _pack_defaults(home: Path, profile: str) -> tuple[Path | None, dict[str, str
         if info["profile"] != profile:
             return None, {}
         backbone = info["backbone"]  # "backbone/<folder>", or the name of a built-in network
-        data = info["data"] if isinstance(info["data"], list) else [info["data"]]  # one or several
+        data = pack_data_folders(info["data"])  # one collection or several
         folders = data + ([backbone] if "/" in backbone else []) + [info["external"] or ""]
         missing = [name for name in folders if name and not (folder / name).is_dir()]
         if missing:

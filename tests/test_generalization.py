@@ -87,6 +87,8 @@ def test_combine_prefixes_ids_and_keeps_an_image_once():
         {"image_id": ["ISIC_0000005"], "lesion_id": ["L1"], "patient_id": [None], "source": "c",
          "label": "benign", "source_sha256": ["h5"]})])
     assert list(again["lesion_id"]) == ["a:L1", "", "a:L9", "b:L2", "b:L8", "c:L1"]
+    with pytest.raises(ValueError, match="b is in two of the manifests combined"):
+        dataset.combine([combined, second])  # b twice would leave all of b out as repeats
 
 
 def test_holding_a_source_out(smoke_sources):

@@ -651,6 +651,36 @@ def test_the_full_profile_learns_from_whole_collections_and_holds_one_out(tmp_pa
     assert set(sources.manifest.loc[is_251, "image_id"]) == in_collection[251]
     assert (held[is_251] == splits.HELD_OUT).all() and not (held[~is_251] == splits.HELD_OUT).any()
 
+    # The archive is gone now: everything below needs no network. Building one source again
+    # (notebook 01's first steps) leaves no manifest of both that vouches for it.
+    dataset.prepare(settings.parts()[0], progress=False)
+    with pytest.raises(dataset.ManifestError, match="Run notebook 01"):
+        dataset.load_manifest(settings)
+    # One collection alone after both: the same downloads serve it, and data/ is its own again.
+    alone = load_settings({"LESIONLIB_HOME": str(tmp_path), "LESIONLIB_PROFILE": "full",
+                           "LESIONLIB_ISIC_API": server.api,
+                           "LESIONLIB_DATA_SOURCE": "isic-archive:collection=212"})
+    assert set(dataset.prepare(alone, progress=False).manifest["image_id"]) == in_collection[212]
+    assert set(dataset.load_manifest(alone)["path"].map(lambda p: Path(p).parent.parent)) == {alone.train_dir}
+
+
+def test_every_image_of_a_collection_is_bounded(tmp_path, cc0_sample, monkeypatch):
+    from lesionlib.settings import load_settings
+    from tests.isic_server import FakeArchive, images_from_shared
+
+    monkeypatch.setattr(isic_archive, "MAX_PER_CLASS", 5)
+    server = FakeArchive(images_from_shared(cc0_sample, count=40)).start()
+    try:
+        settings = load_settings({"LESIONLIB_HOME": str(tmp_path), "LESIONLIB_PROFILE": "full",
+                                  "LESIONLIB_ISIC_API": server.api,
+                                  "LESIONLIB_DATA_SOURCE": "isic-archive:collection=101"})
+        with pytest.warns(UserWarning, match=r"more images than one search reads: \d+ benign, \d+ "
+                                             r"malignant; a seeded sample of 5 of each was taken"):
+            manifest = dataset.prepare(settings, progress=False).manifest
+    finally:
+        server.stop()
+    assert manifest["label"].value_counts().max() == 5
+
 
 def test_the_full_profile_will_not_take_all_of_the_archive(make_settings):
     settings = make_settings(profile="full", data_source="isic-archive")

@@ -228,6 +228,12 @@ def test_an_edited_pack_json_is_a_clear_error(smoke_pack, tmp_path):
     (tmp_path / "student" / "pack" / "pack.json").write_text('{"profile": "smoke"}')
     with pytest.raises(SettingsError, match=r"pack\.json cannot be read \(KeyError: 'backbone'\): unpack"):
         _settings(tmp_path / "student", profile="smoke")
+    # A comma would make two sources of one name, the second anywhere on the laptop.
+    info = json.loads(zipfile.ZipFile(pack).read("pack.json"))
+    (tmp_path / "student" / "pack" / "pack.json").write_text(json.dumps(
+        {**info, "data": ["data/synthetic,/etc", "data/synthetic"]}))
+    with pytest.raises(SettingsError, match=r"pack\.json cannot be read \(ValueError: data is .*no comma"):
+        _settings(tmp_path / "student", profile="smoke")
 
 
 @pytest.mark.parametrize("damage", ["edit pack.json", "delete pack.json", "delete the images"])
@@ -263,6 +269,14 @@ def test_a_pack_of_several_sources_keeps_them_apart(tmp_path, cc0_sample):
     built = dataset.prepare(student, progress=False)
     _same_images(built.manifest, dataset.load_manifest(instructor))  # ids prefixed by the same names
     assert set(built.manifest["source"]) == {"synthetic", "isic-cc0-sample"}
+
+
+def test_a_pack_too_large_to_unpack_is_refused_before_it_is_written(tmp_path, monkeypatch):
+    instructor = _settings(tmp_path / "instructor", profile="smoke")
+    monkeypatch.setattr(packs, "MAX_TOTAL", 1000)
+    with pytest.raises(packs.PackError, match=r"would hold 0\.0 GB, more than `lesionlib unpack` takes"):
+        packs.make(instructor, tmp_path / "x.zip", progress=False)
+    assert not (tmp_path / "x.zip").exists() and not list(tmp_path.glob("*.zip*"))
 
 
 def test_a_pack_without_a_second_collection_gives_none(tmp_path):
@@ -463,9 +477,17 @@ HOSTILE = {
                                                                 if k != "profile"}).encode())),
                    "pack.json names the profile None"),
     "data outside": (dict(change=_set(data="../../outside")),
-                     "gives data '../../outside', which is no folder inside the pack"),
-    "data absolute": (dict(change=_set(data="/etc")),
-                      "gives data '/etc'"),
+                     "data is '../../outside', not a folder data/<name>"),
+    "data absolute": (dict(change=_set(data="/etc")), "data is '/etc', not a folder data/<name>"),
+    "data with a comma": (dict(change=_set(data=["data/synthetic,/etc", "data/synthetic"])),
+                          "not a folder data/<name> (no comma in the name)"),
+    "data an empty list": (dict(change=_set(data=[])), "data is '[]', not a folder data/<name>"),
+    "data twice": (dict(change=_set(data=["data/synthetic", "data/synthetic"])), "list of distinct ones"),
+    "data not text": (dict(change=_set(data=["data/synthetic", 3])), "not a folder data/<name>"),
+    "data elsewhere in the pack": (dict(change=_set(data=["data/synthetic", "backbone"])),
+                                   "not a folder data/<name>"),
+    "data missing": (dict(change=_set(data=["data/synthetic", "data/nothing"])),
+                     "gives data 'data/nothing', which is no folder inside the pack"),
     "external outside": (dict(change=_set(external="data/../..")),
                          "gives external 'data/../..'"),
     "backbone outside": (dict(change=_set(backbone="/home/x")),

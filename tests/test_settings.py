@@ -58,7 +58,7 @@ def test_several_sources_are_named_with_commas(tmp_path):
     one = load_settings({"LESIONLIB_HOME": home, "LESIONLIB_DATA_SOURCE": "../a,b"})
     assert one.data_sources == (tmp_path / "a,b",) and one.parts() == [one]  # a folder's name, whole
     for value, problem in [("../vienna,isic-archive:collection=249,../vienna", "twice"),
-                           ("../vienna,../nowhere", "no folder at"), (",", "names no source")]:
+                           ("../vienna,../nowhere", "no folder at .*read as several sources"), (",", "names no source")]:
         with pytest.raises(SettingsError, match=problem):
             load_settings({"LESIONLIB_HOME": home, "LESIONLIB_DATA_SOURCE": value})
     with pytest.raises(SettingsError, match="never trained on"):
