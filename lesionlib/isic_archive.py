@@ -110,7 +110,7 @@ class ArchiveUnreachable(ArchiveError):
             "Alternatives that need no internet:\n"
             "  * images you already have: set LESIONLIB_DATA_SOURCE to their folder (an ISIC "
             "download with metadata.csv, HAM10000, ISIC JSON records, or class folders "
-            "train/benign, train/malignant, ...);\n"
+            "train/benign, train/malignant, ...), or to several folders separated by commas;\n"
             "  * no images at all: set LESIONLIB_PROFILE=smoke to run the course's mechanics "
             "on synthetic images." + kept)
 

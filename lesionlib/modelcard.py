@@ -67,7 +67,9 @@ def _network_words(backbone: dict, size: int) -> str:
     tuned = backbone.get("fine_tuned")
     if tuned:
         where = f"from block {tuned['first_block']} on" if tuned["first_block"] else "every layer"
-        start = "random weights" if str(tuned.get("weights")).lower() == "none" else "ImageNet weights"
+        weights = str(tuned.get("weights"))
+        start = {"none": "random weights", "imagenet": "ImageNet weights"}.get(
+            weights.lower(), f"the weights in `{Path(weights).name}`")
         epochs = f"{tuned['epochs']} epoch" + ("s" if tuned["epochs"] != 1 else "")
         return (f"Keras MobileNet V2 (width {tuned['alpha']}, input {size}×{size}) from {start}, "
                 f"**fine-tuned** on these images ({where}, at most {epochs}), with a softmax head "
@@ -110,7 +112,10 @@ def render(model_record: dict, metrics: dict, manifest: pd.DataFrame,
         "",
         "## Data",
         f"- Source: `{training['data_source']}` ({training.get('profile')} profile), "
-        f"{len(manifest)} images: " + ", ".join(f"{label} {n}" for label, n in counts.items()) + ".",
+        f"{len(manifest)} images: " + ", ".join(f"{label} {n}" for label, n in counts.items()) + "."
+        + ("" if "source" not in manifest or manifest["source"].nunique() < 2 else
+           " Learned from several collections: " + ", ".join(
+               f"{name} {n}" for name, n in manifest["source"].value_counts().items()) + " images."),
         "- Licences: " + ", ".join(f"{name} ({n} images)" for name, n in licences.items()) + "."
         + (" Some of them forbid commercial use (NC): do not use this model commercially either."
            if any(re.search(r"\bNC\b", str(name).upper()) for name in licences.index) else ""),

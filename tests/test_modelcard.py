@@ -25,3 +25,16 @@ def test_the_card_names_a_frozen_network_or_a_fine_tuned_one(exported, trained_s
     tuned["training"]["backbone"]["fine_tuned"].update(first_block=16, epochs=1, weights="None")  # smoke's
     assert "from random weights, **fine-tuned** on these images (from block 16 on, at most 1 epoch)" in \
         modelcard.render(tuned, metrics, manifest)
+    tuned["training"]["backbone"]["fine_tuned"].update(weights="/data/my_mobilenet.weights.h5")  # a file
+    assert "from the weights in `my_mobilenet.weights.h5`, **fine-tuned**" in modelcard.render(tuned, metrics, manifest)
+
+
+def test_the_card_lists_the_collections_learned_from(exported, trained_smoke):
+    _, manifest, *_ = trained_smoke
+    record = exported.record
+    metrics = test_export._metrics(record["training"])
+    assert "several collections" not in modelcard.render(record, metrics, manifest)
+    two = manifest.assign(source=["vienna"] * 30 + ["porto"] * (len(manifest) - 30))
+    assert len(manifest) - 30 > 30  # so porto comes first: the larger collection
+    assert f"Learned from several collections: porto {len(manifest) - 30}, vienna 30 images." in \
+        modelcard.render(record, metrics, two)
