@@ -49,7 +49,8 @@ def input_contract(model_record: dict) -> str:
     height, width = model_record["camera_input"]
     return (f"one uint8 RGB picture `[1, {height}, {width}, 3]` (height × width): resize the "
             f"picture to {width}×{height} (cut around its centre first if its shape differs); "
-            "the model does the rest (centre square, downscaling, colour constancy, scaling). "
+            f"the model does the rest ({preprocessing_of(model_record).describe()}, values "
+            "scaled as the network wants). "
             f"Output: float32 `[1, {len(model_record['classes'])}]`, the probabilities of "
             f"{', '.join(model_record['classes'])} (`labels.txt`).")
 

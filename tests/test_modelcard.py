@@ -38,3 +38,10 @@ def test_the_card_lists_the_collections_learned_from(exported, trained_smoke):
     assert len(manifest) - 30 > 30  # so porto comes first: the larger collection
     assert f"Learned from several collections: porto {len(manifest) - 30}, vienna 30 images." in \
         modelcard.render(record, metrics, two)
+
+
+def test_the_input_contract_names_the_models_own_preparation(exported):
+    from lesionlib.preprocessing import preprocessing_of
+    contract = modelcard.input_contract(exported.record)
+    assert preprocessing_of(exported.record).describe() in contract
+    assert "colour constancy" not in contract  # the smoke model's preparation has none
