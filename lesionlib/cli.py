@@ -2,7 +2,8 @@
 
 Every command reads the LESIONLIB_* environment variables, as the notebooks do
 (see the README): LESIONLIB_PROFILE, LESIONLIB_DATA_SOURCE, LESIONLIB_BACKBONE,
-LESIONLIB_EXTERNAL_SOURCE, LESIONLIB_HOME; or an unpacked workshop pack (pack, unpack).
+LESIONLIB_KERAS_WEIGHTS, LESIONLIB_EXTERNAL_SOURCE, LESIONLIB_HOME; or an unpacked workshop
+pack (pack, unpack).
 """
 
 from __future__ import annotations

@@ -188,6 +188,6 @@ def per_source(frame: pd.DataFrame, manifest: pd.DataFrame, resamples: int = 100
     rows = {}
     for source, rows_of_source in frame.groupby(manifest.loc[frame.index, "source"].to_numpy()):
         auc = auc_interval(rows_of_source, resamples, seed)
-        rows[source] = {"images": len(rows_of_source), "AUC": auc["estimate"],
+        rows[source] = {"images": len(rows_of_source), "AUC": round(auc["estimate"], 3),
                         "95% interval": f"{auc['low']:.3f}–{auc['high']:.3f}"}
     return pd.DataFrame(rows).T

@@ -280,6 +280,7 @@ class Settings:
     def as_table(self) -> dict[str, str]:
         """The settings a learner should see at the top of a notebook."""
         limit = "all" if self.per_class_limit is None else str(self.per_class_limit)
+        limit += " (of each source)" if len(self.data_sources) > 1 else ""
         return {
             "profile": f"{self.profile} ({PROFILE_TABLE[self.profile].purpose})",
             "data source": str(self.data_source),

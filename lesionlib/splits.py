@@ -160,9 +160,12 @@ def seen_in_training(manifest: pd.DataFrame, part: pd.Series, column: str = "les
 
 
 def split_table(manifest: pd.DataFrame, part: pd.Series) -> pd.DataFrame:
-    """Images per part and class, with each part's total."""
+    """Images per part and class, with each part's total, and per source when there are several."""
     table = pd.crosstab(part, manifest["label"]).reindex(PARTS, fill_value=0)
     table["all"] = table.sum(axis=1)
+    if "source" in manifest and manifest["source"].nunique() > 1:
+        by_source = pd.crosstab(part, manifest["source"]).reindex(PARTS, fill_value=0)
+        table = table.join(by_source.add_prefix("from "))
     return table
 
 

@@ -107,6 +107,9 @@ def test_a_split_of_several_sources_gives_every_part_every_source(smoke_sources)
     part = sources.split_together(seed=42)
     counts = pd.crosstab(part, sources.manifest["source"])
     assert (counts > 0).all().all()
+    table = splits.split_table(sources.manifest, part)  # notebook 03's table shows it
+    shown = table[[f"from {name}" for name in sorted(sources.manifest["source"].unique())]]
+    assert (shown.sum(axis=1) == table["all"]).all() and (shown > 0).all().all()
     assert splits.crossing_groups(sources.manifest, part) == 0
 
 
