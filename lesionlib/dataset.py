@@ -87,16 +87,22 @@ def raw_folder(settings: Settings, progress: bool = True) -> Path:
             settings.isic_api, settings.downloads_dir / settings.source_name,
             per_class=settings.per_class_limit or isic_archive.MAX_PER_CLASS,
             file_kind=settings.isic_file, progress=progress, seed=settings.seed, collection=collection)
-        drawn = json.loads((folder / isic_archive.DOWNLOAD_FILE).read_text(encoding="utf-8"))["classes"]
-        over = {label: how["matching"] for label, how in drawn.items()
-                if how.get("matching", 0) > isic_archive.MAX_PER_CLASS}
-        if settings.per_class_limit is None and over:
-            warnings.warn(f"{settings.data_source} holds more images than one search reads: "
-                          + ", ".join(f"{n:,} {label}" for label, n in over.items())
-                          + f"; a seeded sample of {isic_archive.MAX_PER_CLASS:,} of each was taken, "
-                          "not every image.", stacklevel=2)
+        if settings.per_class_limit is None:  # "every image": say so if it could not be
+            _warn_if_sampled(settings, folder)
         return folder
     return Path(settings.data_source)
+
+
+def _warn_if_sampled(settings: Settings, folder: Path) -> None:
+    """Warn that a class of the download in ``folder`` held more images than were taken."""
+    drawn = json.loads((folder / isic_archive.DOWNLOAD_FILE).read_text(encoding="utf-8"))["classes"]
+    over = {label: how["matching"] for label, how in drawn.items()
+            if how.get("matching", 0) > isic_archive.MAX_PER_CLASS}
+    if over:
+        warnings.warn(f"{settings.data_source} holds more images than one search reads: "
+                      + ", ".join(f"{n:,} {label}" for label, n in over.items())
+                      + f"; a seeded sample of {isic_archive.MAX_PER_CLASS:,} of each was taken, "
+                      "not every image.", stacklevel=3)
 
 
 def _inspect_all(paths: list[Path], max_pixels: int, progress: bool) -> list:
@@ -331,15 +337,21 @@ def build_manifest(candidates: pd.DataFrame, settings: Settings, source: str, la
             os.replace(staging / path.name, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    fsutil.write_json_atomic(settings.dataset_info_path, {  # last: it marks the build complete
+    _write_info(settings, layout, manifest, available, rejected)
+    return Dataset(_with_absolute_paths(manifest, settings), rejected, duplicates, available,
+                   source, layout)
+
+
+def _write_info(settings: Settings, layout: str, manifest: pd.DataFrame, available: pd.Series,
+                rejected: pd.DataFrame, **more) -> None:
+    """``dataset.json``, written last: it marks a build complete (:func:`_built_info`)."""
+    fsutil.write_json_atomic(settings.dataset_info_path, {
         "source": str(settings.data_source), "layout": layout, "profile": settings.profile,
         "per_class_limit": settings.per_class_limit, "seed": settings.seed,
         "counts": manifest["label"].value_counts().reindex(CLASSES, fill_value=0).to_dict(),
-        "available": available.to_dict(), "rejected": len(rejected),
+        "available": available.to_dict(), "rejected": len(rejected), **more,
         "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
-    return Dataset(_with_absolute_paths(manifest, settings), rejected, duplicates, available,
-                   source, layout)
 
 
 def _previous_placement(settings: Settings) -> dict[str, tuple[str, str]]:
@@ -442,17 +454,12 @@ def build_combined(settings: Settings, built: list[Dataset]) -> Dataset:
                         settings.manifest_path: manifest}.items():
         fsutil.write_atomic(path, lambda out, table=table: table.to_csv(out, index=False))
     _remove_stale(settings.train_dir, set())  # a one-source build's images: this one has none there
-    fsutil.write_json_atomic(settings.dataset_info_path, {  # last: it marks the build complete
-        "source": str(settings.data_source), "layout": "+".join(part.layout for part in built),
-        "profile": settings.profile, "per_class_limit": settings.per_class_limit, "seed": settings.seed,
-        "counts": manifest["label"].value_counts().reindex(CLASSES, fill_value=0).to_dict(),
-        "available": available.to_dict(), "rejected": len(rejected),
-        "sources": {part.source: int((manifest["source"] == part.source).sum()) for part in built},
-        "repeated": len(repeated),  # images in use per source, and those left out as repeats
-        "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
+    layout = "+".join(part.layout for part in built)
+    _write_info(settings, layout, manifest, available, rejected,  # images in use per source, and
+                sources={part.source: int((manifest["source"] == part.source).sum()) for part in built},
+                repeated=len(repeated))  # those left out as repeats
     return Dataset(_with_absolute_paths(manifest, settings), rejected, duplicates, available,
-                   settings.source_name, "+".join(part.layout for part in built), tuple(built))
+                   settings.source_name, layout, tuple(built))
 
 
 def _built_info(settings: Settings) -> dict:

@@ -94,20 +94,22 @@ def make(settings: Settings, target: Path, progress: bool = True) -> dict:
         raise PackError(f"No folder {target.parent} to write {target.name} into: create it, or "
                         "give another path.")
     main = dataset.prepare(settings, progress)
-    built = list(main.parts) or [main]  # several sources travel as several collections
+    # Several sources travel as several collections, each in data/<its name>.
+    collections = {f"data/{part.source}": part for part in main.parts or [main]}
     try:
-        pack_data_folders([f"data/{part.source}" for part in built])
+        pack_data_folders(list(collections))
     except ValueError:
-        raise PackError(f"A pack's collections are named after their folders, and a comma in "
-                        f"{', '.join(part.source for part in built)} would split one in two: rename "
-                        "that folder.") from None
+        names = ", ".join(part.source for part in collections.values())
+        raise PackError(f"A pack's collections are named after their folders, and a comma in {names} "
+                        "would split one in two: rename that folder.") from None
     external = dataset.prepare(settings.external(), progress) if settings.external_source else None
     name, backbone_folder = _backbone_folder(settings)
     weights = backbones.keras_weights(settings)  # fine-tuning's; downloaded once if "imagenet"
-    images = [path for part in built + ([external] if external else []) for path in part.manifest["path"]]
-    size = sum(Path(path).stat().st_size for path in images) + sum(
-        path.stat().st_size for path in ([*backbone_folder.rglob("*")] if backbone_folder else []) +
-        ([Path(weights)] if weights else []) if path.is_file())
+    files = [Path(path) for part in [*collections.values(), *([external] if external else [])]
+             for path in part.manifest["path"]]
+    files += [path for path in backbone_folder.rglob("*") if path.is_file()] if backbone_folder else []
+    files += [Path(weights)] if weights else []
+    size = sum(path.stat().st_size for path in files)
     if size > MAX_TOTAL:  # before hours of writing a pack that no laptop would unpack
         raise PackError(f"The pack would hold {size / 1e9:.1f} GB, more than `lesionlib unpack` takes "
                         f"({MAX_TOTAL >> 30} GiB): pack the workshop profile (up to 500 images per "
@@ -118,8 +120,7 @@ def make(settings: Settings, target: Path, progress: bool = True) -> dict:
                 "made": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "external": None, "external_counts": None,
                 "backbone": f"backbone/{name}" if backbone_folder else name}
-        counts = {f"data/{part.source}": _write_collection(part, staging / "data" / part.source)
-                  for part in built}  # several sources stay several, each with its name
+        counts = {folder: _write_collection(part, staging / folder) for folder, part in collections.items()}
         info["data"], info["counts"] = (next(iter(counts)), next(iter(counts.values()))) \
             if len(counts) == 1 else (list(counts), counts)
         if external is not None:
